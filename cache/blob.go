@@ -1,0 +1,227 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+)
+
+// DefaultChunkSize is the size of a Blob's chunks unless WithChunkSize says otherwise.
+const DefaultChunkSize = 1 << 20
+
+// RangeSource is a blob on a registry (implemented by resolver).
+type RangeSource interface {
+	// Fetch returns a body of the blob starting at start <= off and covering at least
+	// [off, off+n) unless the blob ends first. A registry that ignores Range gives start=0.
+	Fetch(ctx context.Context, off, n int64) (body io.ReadCloser, start int64, err error)
+}
+
+// BlobOption configures a Blob.
+type BlobOption func(*Blob)
+
+// WithChunkSize sets the chunk size in bytes; n <= 0 keeps DefaultChunkSize. All Blobs of one
+// digest on one store must use the same chunk size: a chunk of another size is refetched.
+func WithChunkSize(n int64) BlobOption {
+	return func(b *Blob) {
+		if n > 0 {
+			b.chunk = n
+		}
+	}
+}
+
+// Blob is random access to one remote blob through a Store, in fixed aligned chunks. It is
+// safe for concurrent use.
+type Blob struct {
+	s      *Store
+	src    RangeSource
+	digest string
+	size   int64
+	chunk  int64
+	log    *slog.Logger
+
+	running sync.WaitGroup // fetch goroutines
+
+	mu       sync.Mutex
+	inflight map[int64]*call // guarded by mu; chunk number -> its running fetch
+}
+
+// call is one chunk being fetched. data and err are written once, before done is closed.
+type call struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+func (c *call) finish(data []byte, err error) {
+	c.data, c.err = data, err
+	close(c.done)
+}
+
+// chunkRef is a chunk a read needs: its bytes, or the fetch that will deliver them.
+type chunkRef struct {
+	data []byte
+	c    *call
+}
+
+// wait returns the chunk's bytes, or ctx.Err() as soon as ctx ends.
+func (r chunkRef) wait(ctx context.Context) ([]byte, error) {
+	if r.c == nil {
+		return r.data, nil
+	}
+	select {
+	case <-r.c.done:
+		return r.c.data, r.c.err
+	default:
+	}
+	select {
+	case <-r.c.done:
+		return r.c.data, r.c.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// NewBlob returns random access to the blob digest of size bytes, read from src through s.
+func NewBlob(s *Store, src RangeSource, digest string, size int64, opts ...BlobOption) *Blob {
+	b := &Blob{
+		s:        s,
+		src:      src,
+		digest:   digest,
+		size:     size,
+		chunk:    DefaultChunkSize,
+		inflight: make(map[int64]*call),
+	}
+	for _, o := range opts {
+		o(b)
+	}
+	b.log = s.log.With("digest", digest)
+	return b
+}
+
+// Size returns the blob's size.
+func (b *Blob) Size() int64 { return b.size }
+
+// Digest returns the blob's digest.
+func (b *Blob) Digest() string { return b.digest }
+
+// ReadAt reads len(p) bytes at off, with the io.ReaderAt contract: n < len(p) only with an
+// error, io.EOF when the blob ends first. The chunks it needs that the store lacks are fetched,
+// adjacent ones in one request; it returns ctx.Err() when ctx ends first, without cancelling
+// fetches other readers share.
+func (b *Blob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("cache: blob %s: negative offset %d", b.digest, off)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if off >= b.size {
+		return 0, io.EOF
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	end := min(off+int64(len(p)), b.size)
+	first, last := off/b.chunk, (end-1)/b.chunk
+	refs := b.start(ctx, first, last, 0)
+	n := 0
+	for i, r := range refs {
+		data, err := r.wait(ctx)
+		if err != nil {
+			return n, err
+		}
+		c := first + int64(i)
+		lo := max(off, c*b.chunk) - c*b.chunk
+		hi := min(end, c*b.chunk+int64(len(data))) - c*b.chunk
+		n += copy(p[n:], data[lo:hi])
+	}
+	if int64(n) < int64(len(p)) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// key is the store key of chunk c.
+func (b *Blob) key(c int64) Key { return Key{Kind: KindChunk, Digest: b.digest, N: c} }
+
+// chunkLen is the length of chunk c: the chunk size, less for the last chunk.
+func (b *Blob) chunkLen(c int64) int64 { return min(b.chunk, b.size-c*b.chunk) }
+
+// cached returns chunk c from the store if it holds it whole.
+func (b *Blob) cached(c int64) ([]byte, bool) {
+	data, err := b.s.Get(b.key(c))
+	if err != nil {
+		if !errors.Is(err, ErrMiss) {
+			b.log.Debug("cache: chunk lookup failed", "chunk", c, "err", err)
+		}
+		return nil, false
+	}
+	if int64(len(data)) != b.chunkLen(c) {
+		b.log.Debug("cache: cached chunk has the wrong length", "chunk", c, "len", len(data))
+		return nil, false
+	}
+	return data, true
+}
+
+// start returns the chunks first..last: the cached ones read from the store, the others
+// joined to running fetches or fetched by new ones, each run of adjacent chunks in one
+// request of at most maxRun chunks (0: no limit). Fetches run on context.WithoutCancel(ctx).
+func (b *Blob) start(ctx context.Context, first, last, maxRun int64) []chunkRef {
+	refs := make([]chunkRef, last-first+1)
+	var missing []int64
+	for c := first; c <= last; c++ {
+		if data, ok := b.cached(c); ok {
+			refs[c-first].data = data
+		} else {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) == 0 {
+		return refs
+	}
+	var runs []run
+	b.mu.Lock()
+	for _, c := range missing {
+		if cl := b.inflight[c]; cl != nil {
+			refs[c-first].c = cl
+			continue
+		}
+		// A fetch may have stored the chunk and ended since the lookup above.
+		if b.s.has(b.key(c)) {
+			if data, ok := b.cached(c); ok {
+				refs[c-first].data = data
+				continue
+			}
+		}
+		cl := &call{done: make(chan struct{})}
+		b.inflight[c] = cl
+		refs[c-first].c = cl
+		if n := len(runs); n > 0 && runs[n-1].extends(c, maxRun) {
+			runs[n-1].calls = append(runs[n-1].calls, cl)
+			continue
+		}
+		runs = append(runs, run{first: c, calls: []*call{cl}})
+	}
+	b.mu.Unlock()
+	shared := context.WithoutCancel(ctx)
+	for _, r := range runs {
+		b.running.Go(func() { b.fetch(shared, r.first, r.calls) })
+	}
+	return refs
+}
+
+// run is adjacent chunks first, first+1, … to fetch in one request, one call each.
+type run struct {
+	first int64
+	calls []*call
+}
+
+// extends reports whether chunk c can join the run without making it longer than maxRun
+// chunks (0: no limit).
+func (r run) extends(c, maxRun int64) bool {
+	n := int64(len(r.calls))
+	return c == r.first+n && (maxRun <= 0 || n < maxRun)
+}

@@ -1,0 +1,182 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"testing"
+	"testing/iotest"
+)
+
+// fakeMode is how a fakeSource answers.
+type fakeMode int
+
+const (
+	modeRange     fakeMode = iota // 206-style: the body starts at off
+	modeFull                      // 200-style: the whole blob from 0
+	modeShort                     // the body stops one byte short of off+n (or of the blob's end)
+	modeError                     // Fetch fails
+	modeBadStart                  // the body claims to start after off
+	modeBodyError                 // reading the body fails after a few bytes
+)
+
+var errFake = errors.New("fake: registry unavailable")
+
+// fakeSource is a RangeSource over a byte slice that counts its fetches. It is safe for
+// concurrent use.
+type fakeSource struct {
+	data []byte
+
+	mu      sync.Mutex
+	mode    fakeMode // guarded by mu
+	gate    chan struct{}
+	fetches int        // guarded by mu
+	bytes   int64      // guarded by mu; bytes of bodies returned
+	ranges  [][2]int64 // guarded by mu; (off, n) of each fetch
+	ctxErrs int        // guarded by mu; fetches whose ctx had ended when the body was made
+	started chan struct{}
+}
+
+func newFakeSource(data []byte) *fakeSource {
+	return &fakeSource{data: data, started: make(chan struct{}, 1024)}
+}
+
+func (f *fakeSource) setMode(m fakeMode) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mode = m
+}
+
+// block makes fetches wait until the returned func is called.
+func (f *fakeSource) block() (release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gate = make(chan struct{})
+	g := f.gate
+	var once sync.Once
+	return func() { once.Do(func() { close(g) }) }
+}
+
+func (f *fakeSource) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, int64, error) {
+	f.mu.Lock()
+	f.fetches++
+	f.ranges = append(f.ranges, [2]int64{off, n})
+	gate, mode := f.gate, f.mode
+	f.mu.Unlock()
+	select {
+	case f.started <- struct{}{}:
+	default:
+	}
+	if gate != nil {
+		<-gate
+	}
+	size := int64(len(f.data))
+	if off < 0 || n <= 0 || off >= size {
+		return nil, 0, errors.New("fake: bad range")
+	}
+	end := min(off+n, size)
+	var start int64
+	switch mode {
+	case modeRange:
+		start = off
+	case modeFull:
+		start, end = 0, size
+	case modeShort:
+		start, end = off, end-1
+	case modeError:
+		return nil, 0, errFake
+	case modeBadStart:
+		start = off + 1
+	case modeBodyError:
+		start = off
+		return io.NopCloser(io.MultiReader(bytes.NewReader(f.data[off:off+1]), iotest.ErrReader(errFake))), start, nil
+	}
+	f.mu.Lock()
+	f.bytes += end - start
+	if ctx.Err() != nil {
+		f.ctxErrs++
+	}
+	f.mu.Unlock()
+	return io.NopCloser(bytes.NewReader(f.data[start:end])), start, nil
+}
+
+func (f *fakeSource) counts() (fetches int, n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fetches, f.bytes
+}
+
+func (f *fakeSource) fetchRanges() [][2]int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][2]int64(nil), f.ranges...)
+}
+
+// randomBytes returns n reproducible pseudo-random bytes.
+func randomBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// openStore opens a store in dir and closes it at the end of the test.
+func openStore(t *testing.T, dir string, max int64) *Store {
+	t.Helper()
+	s, err := Open(dir, max, nil)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", dir, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// diskUsage sums the sizes of the regular files under dir.
+func diskUsage(t *testing.T, dir string) int64 {
+	t.Helper()
+	var total int64
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			total += info.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", dir, err)
+	}
+	return total
+}
+
+// entryFiles lists the entry files under dir.
+func entryFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	filepath.WalkDir(filepath.Join(dir, dataDirName()), func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			files = append(files, path)
+		}
+		return nil
+	})
+	return files
+}
+
+// digestOf returns the sha256 digest of s.
+func digestOf(s string) string {
+	return fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(s)))
+}
