@@ -1,0 +1,115 @@
+package layers
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/regfs/regfs/layers/inflate"
+)
+
+// cursor is a live decoder of a layer's stream: reading it yields the uncompressed
+// bytes from pos on. A cursor is used by one decode at a time (it is either in the
+// Layer's idle list or owned by the decode that took it).
+type cursor struct {
+	pos   int64 // stream offset of the next byte Read yields
+	src   *seqReader
+	r     io.Reader
+	close func()
+}
+
+func (c *cursor) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.pos += int64(n)
+	return n, err
+}
+
+// takeCursor returns the idle cursor positioned furthest along between u's restart
+// point and u.start, or a new cursor at that restart point. The cursor reads the blob
+// with ctx until it is put back.
+func (l *Layer) takeCursor(ctx context.Context, u unitRef) (*cursor, error) {
+	from := l.restartOut(u.restart)
+	l.mu.Lock()
+	best := -1
+	for i, c := range l.cursors {
+		if c.pos >= from && c.pos <= u.start && (best < 0 || c.pos > l.cursors[best].pos) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		c := l.cursors[best]
+		l.cursors = append(l.cursors[:best], l.cursors[best+1:]...)
+		l.mu.Unlock()
+		c.src.ctx = ctx
+		return c, nil
+	}
+	l.mu.Unlock()
+	return l.newCursor(ctx, u.restart)
+}
+
+// putCursor makes c idle, closing the least recently used cursor beyond the limit.
+func (l *Layer) putCursor(c *cursor) {
+	c.src.ctx = context.Background() // no stale request context while idle
+	l.mu.Lock()
+	l.cursors = append(l.cursors, c)
+	var evicted *cursor
+	if len(l.cursors) > l.maxCursors {
+		evicted = l.cursors[0]
+		l.cursors = l.cursors[1:]
+	}
+	l.mu.Unlock()
+	if evicted != nil {
+		evicted.close()
+	}
+}
+
+// newCursor starts a decoder at restart point i.
+func (l *Layer) newCursor(ctx context.Context, i int) (*cursor, error) {
+	l.resumes.Add(1)
+	switch l.x.Format {
+	case FormatGzip:
+		cp := l.x.checkpoints[i]
+		src := newSeqReader(ctx, l.b, cp.In, cursorReadSize)
+		rc, err := inflate.Resume(src, cp)
+		if err != nil {
+			return nil, fmt.Errorf("resume at checkpoint %d (in %d, out %d): %w", i, cp.In, cp.Out, err)
+		}
+		return &cursor{pos: cp.Out, src: src, r: rc, close: func() { rc.Close() }}, nil
+	case FormatZstd:
+		f := l.x.frames[i]
+		src := newSeqReader(ctx, l.b, f.In, cursorReadSize)
+		dec, err := newZstdDecoder()
+		if err != nil {
+			return nil, err
+		}
+		if err := dec.Reset(src); err != nil {
+			dec.Close()
+			return nil, zstdErr(err)
+		}
+		return &cursor{pos: f.Out, src: src, r: zstdReader{dec}, close: dec.Close}, nil
+	}
+	return nil, fmt.Errorf("no decoder for format %s", l.x.Format)
+}
+
+// zstdReader maps the decoder's size-limit errors.
+type zstdReader struct{ r io.Reader }
+
+func (z zstdReader) Read(p []byte) (int, error) {
+	n, err := z.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = zstdErr(err)
+	}
+	return n, err
+}
+
+// Close releases the layer's idle decoders and its in-memory units. The Layer stays
+// usable: later reads start new decoders.
+func (l *Layer) Close() {
+	l.mu.Lock()
+	idle := l.cursors
+	l.cursors, l.cached, l.cachedN = nil, nil, 0
+	l.mu.Unlock()
+	for _, c := range idle {
+		c.close()
+	}
+}

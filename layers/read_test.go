@@ -1,0 +1,213 @@
+package layers
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"testing"
+)
+
+// bigLayer returns a tar of ~n MiB in files of 64 KiB, mixed compressible and random.
+func bigLayer(t testing.TB, mib int) ([]byte, []file) {
+	r := rand.New(rand.NewPCG(9, 9))
+	var fs []file
+	for i := range mib * 16 {
+		fs = append(fs, file{hdr: testFiles(0, 0)[2].hdr, data: randomData(r, 64<<10, i%3 != 0)})
+		fs[i].hdr.Name = fmt.Sprintf("f/%05d", i)
+	}
+	return makeTar(t, fs), fs
+}
+
+// TestReadCostsOneSpan checks that a random small read inflates about one span, never
+// the stream from its start.
+func TestReadCostsOneSpan(t *testing.T) {
+	tarBytes, _ := bigLayer(t, 6)
+	const span = 1 << 20
+	for _, tc := range []struct {
+		name string
+		blob []byte
+	}{
+		{"gzip", gzipStd(t, tarBytes)},
+		{"zstd multi-frame", zstdFrames(t, tarBytes, 256<<10, false)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			blob := &memBlob{b: tc.blob}
+			x, err := BuildIndex(context.Background(), blob, digestOf(tc.blob), nil, WithSpan(span))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(1, 1))
+			for range 10 {
+				e := &x.Entries[len(x.Entries)/2+r.IntN(len(x.Entries)/2)]
+				off := r.Int64N(e.Size - 4096)
+				l := NewLayer(x, blob, nil, nil)
+				before := blob.bytes.Load()
+				p := make([]byte, 4096)
+				if _, err := l.ReadAt(context.Background(), e, p, off); err != nil {
+					t.Fatal(err)
+				}
+				want := tarBytes[e.Offset+off : e.Offset+off+4096]
+				if !bytes.Equal(p, want) {
+					t.Fatalf("%s at %d: wrong bytes", e.Name, off)
+				}
+				st := l.Stats()
+				// One unit: at most a span and a bit (content decides where it ends),
+				// plus for zstd the way from the frame start to the chunk.
+				if limit := int64(2*span + 256<<10); st.Decoded > limit || st.Resumes != 1 {
+					t.Errorf("%s at %d: decoded %d bytes with %d resumes; want <= %d, 1", e.Name, e.Offset+off, st.Decoded, st.Resumes, limit)
+				}
+				// Only about that span's compressed bytes are read.
+				if fetched, limit := blob.bytes.Load()-before, int64(len(tc.blob))*2*span/x.Size+2*cursorReadSize; fetched > limit {
+					t.Errorf("read %d compressed bytes of %d, want <= %d", fetched, len(tc.blob), limit)
+				}
+			}
+		})
+	}
+}
+
+// TestReadAllCostsOneDecode reads every file in archive order and in reverse order
+// within groups: the total work stays about one decode of the layer.
+func TestReadAllCostsOneDecode(t *testing.T) {
+	tarBytes, _ := bigLayer(t, 4)
+	gz := gzipStd(t, tarBytes)
+	blob := &memBlob{b: gz}
+	x, err := BuildIndex(context.Background(), blob, digestOf(gz), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLayer(x, blob, nil, nil)
+	ctx := context.Background()
+	p := make([]byte, 4096)
+	// Small reads of every file, out of order within each group of 8 files.
+	for g := 0; g < len(x.Entries); g += 8 {
+		for i := min(g+7, len(x.Entries)-1); i >= g; i-- {
+			e := &x.Entries[i]
+			for off := int64(0); off < e.Size; off += int64(len(p)) {
+				if _, err := l.ReadAt(ctx, e, p, off); err != nil && err != io.EOF {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if st := l.Stats(); st.Decoded > x.Size*11/10 {
+		t.Errorf("decoded %d bytes for a %d byte stream (%d resumes)", st.Decoded, x.Size, st.Resumes)
+	}
+	l.Close()
+	if _, err := l.ReadAt(ctx, &x.Entries[0], p, 0); err != nil {
+		t.Errorf("read after Close: %v", err)
+	}
+}
+
+func TestZstdSingleFrameDecodedCache(t *testing.T) {
+	tarBytes, _ := bigLayer(t, 4)
+	zs := zstdFrames(t, tarBytes, 0, false)
+	blob := &memBlob{b: zs}
+	x, err := BuildIndex(context.Background(), blob, digestOf(zs), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.RestartPoints() != 1 {
+		t.Fatalf("restart points: got %d, want 1", x.RestartPoints())
+	}
+	dc := newMapCache()
+	ctx := context.Background()
+	read := func(l *Layer, e *Entry) {
+		t.Helper()
+		p := make([]byte, 4096)
+		if _, err := l.ReadAt(ctx, e, p, 100); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(p, tarBytes[e.Offset+100:e.Offset+100+4096]) {
+			t.Fatalf("%s: wrong bytes", e.Name)
+		}
+	}
+	last := &x.Entries[len(x.Entries)-1]
+	l1 := NewLayer(x, blob, dc, nil)
+	read(l1, last)
+	if st := l1.Stats(); st.Decoded < last.Offset {
+		t.Errorf("first read decoded %d bytes, want the stream up to %d", st.Decoded, last.Offset)
+	}
+	// A new layer (a remount) reading in the middle finds the chunks in the cache.
+	l2 := NewLayer(x, blob, dc, nil)
+	read(l2, &x.Entries[len(x.Entries)/2])
+	if st := l2.Stats(); st.Decoded != 0 || st.UnitHits != 1 {
+		t.Errorf("second layer: %+v; want a cache hit and nothing decoded", st)
+	}
+}
+
+func TestConcurrentReaders(t *testing.T) {
+	tarBytes := makeTar(t, testFiles(6, 400<<10))
+	for _, tc := range layerCases(t, tarBytes) {
+		t.Run(tc.name, func(t *testing.T) {
+			blob := &memBlob{b: tc.blob}
+			x, err := BuildIndex(context.Background(), blob, digestOf(tc.blob), nil, WithSpan(64<<10))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := NewLayer(x, blob, newMapCache(), nil, WithMemoryCache(256<<10))
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for g := range 8 {
+				wg.Go(func() {
+					r := rand.New(rand.NewPCG(uint64(g), 3))
+					for range 60 {
+						i := r.IntN(len(x.Entries))
+						e := &x.Entries[i]
+						if e.Size == 0 {
+							continue
+						}
+						off := r.Int64N(e.Size)
+						p := make([]byte, min(e.Size-off, 20000))
+						if _, err := l.ReadAt(context.Background(), e, p, off); err != nil {
+							errs <- err
+							return
+						}
+						if !bytes.Equal(p, tarBytes[e.Offset+off:e.Offset+off+int64(len(p))]) {
+							errs <- fmt.Errorf("%s at %d: wrong bytes", e.Name, off)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func TestReadAtBounds(t *testing.T) {
+	tarBytes := makeTar(t, testFiles(7, 10))
+	blob := &memBlob{b: gzipStd(t, tarBytes)}
+	x, err := BuildIndex(context.Background(), blob, digestOf(blob.b), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLayer(x, blob, nil, nil)
+	e := &x.Entries[1] // etc/passwd, 30 bytes (the global header is no entry)
+	ctx := context.Background()
+	p := make([]byte, 10)
+	if n, err := l.ReadAt(ctx, e, p, e.Size); n != 0 || err != io.EOF {
+		t.Errorf("at end: %d, %v", n, err)
+	}
+	if n, err := l.ReadAt(ctx, e, p, e.Size-4); n != 4 || err != io.EOF || string(p[:4]) != "/sh\n" {
+		t.Errorf("across end: %d, %v, %q", n, err, p[:n])
+	}
+	if _, err := l.ReadAt(ctx, e, p, -1); err == nil {
+		t.Error("negative offset: no error")
+	}
+	bogus := Entry{Name: "bogus", Offset: x.Size - 5, Size: 100}
+	if _, err := l.ReadAt(ctx, &bogus, p, 0); err == nil {
+		t.Error("entry outside the stream: no error")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := NewLayer(x, blob, nil, nil).ReadAt(cctx, e, p, 0); err == nil {
+		t.Error("cancelled: no error")
+	}
+}

@@ -1,0 +1,185 @@
+package layers
+
+import (
+	"context"
+	"io"
+	"sort"
+)
+
+// unitRef is a range [start, end) of the uncompressed stream that is decoded and cached
+// as a whole, and the restart point (index into the checkpoints or frames) before it.
+type unitRef struct {
+	start, end int64
+	restart    int
+}
+
+// unitCall is one decode of a unit, shared by the readers that want it.
+type unitCall struct {
+	done chan struct{}
+	b    []byte // valid once done is closed
+	err  error
+}
+
+type cachedUnit struct {
+	start int64
+	b     []byte
+}
+
+// restartOut returns the uncompressed offset of restart point i.
+func (l *Layer) restartOut(i int) int64 {
+	if l.x.Format == FormatGzip {
+		return l.x.checkpoints[i].Out
+	}
+	return l.x.frames[i].Out
+}
+
+// unitAt returns the unit holding stream offset off (0 <= off < Size).
+func (l *Layer) unitAt(off int64) unitRef {
+	if l.x.Format == FormatZstd {
+		fs := l.x.frames
+		i := sort.Search(len(fs), func(i int) bool { return fs[i].Out > off }) - 1
+		start := off / DecodedChunkSize * DecodedChunkSize
+		// A frame starting inside the chunk would let the unit start there, but the
+		// chunk grid keeps DecodedCache keys stable; decode from the frame before.
+		for i > 0 && fs[i].Out > start {
+			i--
+		}
+		return unitRef{start: start, end: min(start+DecodedChunkSize, l.x.Size), restart: i}
+	}
+	cps := l.x.checkpoints
+	i := sort.Search(len(cps), func(i int) bool { return cps[i].Out > off }) - 1
+	start, end := cps[i].Out, l.x.Size
+	if i+1 < len(cps) {
+		end = cps[i+1].Out
+	}
+	if end-start > bigSpan {
+		start += (off - start) / DecodedChunkSize * DecodedChunkSize
+		end = min(end, start+DecodedChunkSize)
+	}
+	return unitRef{start: start, end: end, restart: i}
+}
+
+// unit returns the decoded bytes of u: from memory, by joining a decode in flight, or by
+// starting one. The decode runs on its own goroutine and context (the caller's values,
+// not its cancellation) so that a reader whose ctx ends returns ctx.Err() alone.
+func (l *Layer) unit(ctx context.Context, u unitRef) ([]byte, error) {
+	l.mu.Lock()
+	for i, c := range l.cached {
+		if c.start == u.start {
+			l.cached = append(append(l.cached[:i:i], l.cached[i+1:]...), c) // most recent last
+			l.mu.Unlock()
+			l.unitHits.Add(1)
+			return c.b, nil
+		}
+	}
+	call, ok := l.inflight[u.start]
+	if !ok {
+		call = &unitCall{done: make(chan struct{})}
+		l.inflight[u.start] = call
+		go l.runDecode(context.WithoutCancel(ctx), u, call)
+	}
+	l.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.b, call.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (l *Layer) runDecode(ctx context.Context, u unitRef, call *unitCall) {
+	call.b, call.err = l.decodeUnit(ctx, u)
+	l.mu.Lock()
+	delete(l.inflight, u.start)
+	if call.err == nil && l.maxCached > 0 {
+		l.cached = append(l.cached, cachedUnit{start: u.start, b: call.b})
+		l.cachedN += int64(len(call.b))
+		for l.cachedN > l.maxCached && len(l.cached) > 1 {
+			l.cachedN -= int64(len(l.cached[0].b))
+			l.cached = l.cached[1:]
+		}
+	}
+	l.mu.Unlock()
+	close(call.done)
+}
+
+// useDecodedCache reports whether unit u is far enough from its restart point that its
+// decoded bytes are worth keeping in the DecodedCache (zstd only).
+func (l *Layer) useDecodedCache(u unitRef) bool {
+	return l.dec != nil && l.x.Format == FormatZstd && u.start-l.restartOut(u.restart) >= 2*DecodedChunkSize
+}
+
+// decodeUnit decodes u with an idle decoder or a new one from u's restart point.
+func (l *Layer) decodeUnit(ctx context.Context, u unitRef) ([]byte, error) {
+	useDC := l.useDecodedCache(u)
+	if useDC {
+		if b, err := l.dec.Get(l.x.Digest, u.start/DecodedChunkSize); err == nil && int64(len(b)) == u.end-u.start {
+			l.unitHits.Add(1)
+			return b, nil
+		}
+	}
+	c, err := l.takeCursor(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.skip(c, u.start, useDC); err != nil {
+		c.close()
+		return nil, err
+	}
+	b := make([]byte, u.end-u.start)
+	if err := l.fill(c, b); err != nil {
+		c.close()
+		return nil, err
+	}
+	if useDC {
+		l.put(u.start, b)
+	}
+	l.putCursor(c)
+	return b, nil
+}
+
+// skip advances c to stream offset to. With keep, every whole chunk passed on the way
+// goes to the DecodedCache, so that later reads of it need no decode from the start.
+func (l *Layer) skip(c *cursor, to int64, keep bool) error {
+	for c.pos < to {
+		n := min(to-c.pos, DecodedChunkSize-c.pos%DecodedChunkSize)
+		if !keep || n < DecodedChunkSize {
+			d, err := io.CopyN(io.Discard, c, n)
+			l.decoded.Add(d)
+			if err != nil {
+				return unexpected(err)
+			}
+			continue
+		}
+		buf := make([]byte, DecodedChunkSize) // the cache may keep it
+		start := c.pos
+		if err := l.fill(c, buf); err != nil {
+			return err
+		}
+		l.put(start, buf)
+	}
+	return nil
+}
+
+// fill reads len(b) decoded bytes from c.
+func (l *Layer) fill(c *cursor, b []byte) error {
+	n, err := io.ReadFull(c, b)
+	l.decoded.Add(int64(n))
+	if err != nil {
+		return unexpected(err)
+	}
+	return nil
+}
+
+func (l *Layer) put(start int64, b []byte) {
+	if err := l.dec.Put(l.x.Digest, start/DecodedChunkSize, b); err != nil {
+		l.log.Debug("decoded chunk not cached", "digest", l.x.Digest, "off", start, "err", err)
+	}
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
