@@ -1,0 +1,222 @@
+package resolver
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+)
+
+// Defaults of Options.
+const (
+	DefaultTimeout  = 30 * time.Second
+	DefaultTagTTL   = 60 * time.Second
+	DefaultDownTime = 10 * time.Second
+)
+
+// Options configure a Client. The zero value works: Docker Hub, DefaultKeychain, 30 s stall
+// timeout, 60 s tag TTL, documents kept in memory.
+type Options struct {
+	DefaultRegistry string            // "docker.io" when empty; "index.docker.io" is the same
+	Insecure        []string          // HOST or HOST:PORT allowed plain HTTP (loopback always)
+	Keychain        authn.Keychain    // default authn.DefaultKeychain
+	Transport       http.RoundTripper // base transport; default a clone of http.DefaultTransport
+	Timeout         time.Duration     // stall timeout per request (no progress that long fails it)
+	TagTTL          time.Duration     // tag -> digest answers and listings live this long
+	DownTime        time.Duration     // how long a registry counts as down after a stall (10 s)
+	Docs            DocStore          // where verified documents live; default in memory
+	Logger          *slog.Logger      // nil: discard
+}
+
+// DocStore keeps verified documents (indexes, manifests, configs) by digest. Get returns an
+// error (any) on a miss. Implementations must be safe for concurrent use.
+type DocStore interface {
+	Get(digest string) ([]byte, error)
+	Put(digest string, b []byte) error
+}
+
+// Kind tells what a looked-up child name is.
+type Kind uint8
+
+const (
+	// KindName is a deeper name directory (namespace or repository).
+	KindName Kind = iota
+	// KindTag is a tag or digest reference of a repository.
+	KindTag
+)
+
+// Child is the answer of Lookup.
+type Child struct {
+	Kind Kind       // KindName or KindTag
+	Name Name       // KindName: the deeper name
+	Ref  Ref        // KindTag: repository plus the tag or digest as given
+	Desc Descriptor // KindTag: what it resolves to
+}
+
+// Listing is the content of a name directory. Both slices are sorted and unique.
+type Listing struct {
+	Tags     []string // tags, if the name is a repository
+	Children []string // next path components of known repositories under the name
+}
+
+// Client talks to registries. Safe for concurrent use.
+type Client struct {
+	log      *slog.Logger
+	keychain authn.Keychain
+	base     http.RoundTripper // counting, progress-reporting transport under auth
+	timeout  time.Duration
+	tagTTL   time.Duration
+	downTime time.Duration
+	docs     DocStore
+	defReg   string
+	insecure map[string]bool // HOST and HOST:PORT, lower case
+	stats    *counters
+	flight   group
+
+	// Knobs that tests change.
+	backoff     time.Duration // first retry delay
+	maxAttempts int           // attempts per request, first included
+	hubHost     string        // Docker Hub's API host[:port]
+	now         func() time.Time
+
+	mu        sync.Mutex
+	endpoints map[string]*endpoint       // by canonical registry; guarded by mu
+	tags      map[string]tagAnswer       // by Ref.String() of a tag ref; guarded by mu
+	digests   map[string]Descriptor      // by registry/repo@digest; guarded by mu
+	platforms map[string][]PlatformEntry // by digest; guarded by mu
+	tagLists  map[string]listAnswer      // by registry/repo; guarded by mu
+}
+
+// tagAnswer is a cached tag resolution.
+type tagAnswer struct {
+	desc Descriptor
+	at   time.Time
+}
+
+// listAnswer is a cached tags/list answer; exists is false when the name is no repository.
+type listAnswer struct {
+	tags   []string
+	exists bool
+	at     time.Time
+}
+
+// New returns a Client.
+func New(o Options) (*Client, error) {
+	c := &Client{
+		log:         o.Logger,
+		keychain:    o.Keychain,
+		timeout:     o.Timeout,
+		tagTTL:      o.TagTTL,
+		downTime:    o.DownTime,
+		docs:        o.Docs,
+		insecure:    map[string]bool{},
+		stats:       newCounters(),
+		backoff:     100 * time.Millisecond,
+		maxAttempts: 4,
+		hubHost:     hubAPIHost,
+		now:         time.Now,
+		endpoints:   map[string]*endpoint{},
+		tags:        map[string]tagAnswer{},
+		digests:     map[string]Descriptor{},
+		platforms:   map[string][]PlatformEntry{},
+		tagLists:    map[string]listAnswer{},
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.keychain == nil {
+		c.keychain = authn.DefaultKeychain
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.tagTTL <= 0 {
+		c.tagTTL = DefaultTagTTL
+	}
+	if c.downTime <= 0 {
+		c.downTime = DefaultDownTime
+	}
+	if c.docs == nil {
+		c.docs = newMemDocs()
+	}
+	reg := o.DefaultRegistry
+	if reg == "" {
+		reg = hubName
+	}
+	if !validHost(reg) {
+		return nil, fmt.Errorf("resolver: default registry %q is not a host name", reg)
+	}
+	c.defReg = CanonicalRegistry(reg)
+	for _, h := range o.Insecure {
+		if !validHost(h) {
+			return nil, fmt.Errorf("resolver: insecure registry %q is not a host[:port]", h)
+		}
+		c.insecure[strings.ToLower(h)] = true
+	}
+	inner := o.Transport
+	if inner == nil {
+		inner = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	c.base = &baseTransport{inner: inner, stats: c.stats}
+	return c, nil
+}
+
+// Root returns the root name of the default registry.
+func (c *Client) Root() Name { return Name{Registry: c.defReg} }
+
+// IsHost reports whether a first path component names a registry (see IsHost).
+func (c *Client) IsHost(component string) bool { return IsHost(component) }
+
+// Stats counts the requests made and body bytes read, for the mount's cost report.
+type Stats struct {
+	Requests  map[string]int64 // by HTTP method, token and ping requests included
+	BodyBytes int64            // response body bytes read
+	Retries   int64            // requests repeated after a quick failure
+	Stalls    int64            // requests failed by the stall timeout
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Client) Stats() Stats { return c.stats.snapshot() }
+
+// endpointFor returns the state of a registry, creating it on first use.
+func (c *Client) endpointFor(reg string) *endpoint {
+	reg = CanonicalRegistry(reg)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ep, ok := c.endpoints[reg]
+	if !ok {
+		ep = c.newEndpoint(reg)
+		c.endpoints[reg] = ep
+	}
+	return ep
+}
+
+// memDocs is the default in-memory DocStore.
+type memDocs struct {
+	mu sync.Mutex
+	m  map[string][]byte // guarded by mu
+}
+
+func newMemDocs() *memDocs { return &memDocs{m: map[string][]byte{}} }
+
+func (d *memDocs) Get(digest string) ([]byte, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b, ok := d.m[digest]
+	if !ok {
+		return nil, errors.New("miss")
+	}
+	return b, nil
+}
+
+func (d *memDocs) Put(digest string, b []byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.m[digest] = b
+	return nil
+}

@@ -1,0 +1,290 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// counters are the request statistics. Safe for concurrent use.
+type counters struct {
+	mu       sync.Mutex
+	requests map[string]int64 // guarded by mu
+	bytes    atomic.Int64
+	retries  atomic.Int64
+	stalls   atomic.Int64
+}
+
+func newCounters() *counters { return &counters{requests: map[string]int64{}} }
+
+func (s *counters) request(method string) {
+	s.mu.Lock()
+	s.requests[method]++
+	s.mu.Unlock()
+}
+
+func (s *counters) snapshot() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{
+		Requests:  maps.Clone(s.requests),
+		BodyBytes: s.bytes.Load(),
+		Retries:   s.retries.Load(),
+		Stalls:    s.stalls.Load(),
+	}
+}
+
+// progress is the stall timer of one request: it cancels the request's context when
+// nothing happened (headers arrived, body bytes read) for d.
+type progress struct {
+	d       time.Duration
+	timer   *time.Timer
+	stalled atomic.Bool
+}
+
+type progressKey struct{}
+
+// withProgress returns a context that is cancelled after d without progress, the progress
+// to report to, and a stop function to call when the request is finished.
+func withProgress(ctx context.Context, d time.Duration) (context.Context, *progress, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &progress{d: d}
+	p.timer = time.AfterFunc(d, func() {
+		p.stalled.Store(true)
+		cancel()
+	})
+	ctx = context.WithValue(ctx, progressKey{}, p)
+	return ctx, p, func() {
+		p.timer.Stop()
+		cancel()
+	}
+}
+
+// touch reports progress: the stall deadline starts again.
+func (p *progress) touch() {
+	if p != nil && !p.stalled.Load() {
+		p.timer.Reset(p.d)
+	}
+}
+
+// baseTransport sits under the authentication transports: it counts every request (pings,
+// tokens and redirects included) and body bytes, and reports progress to the stall timer.
+type baseTransport struct {
+	inner http.RoundTripper
+	stats *counters
+}
+
+func (t *baseTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.stats.request(req.Method)
+	p, _ := req.Context().Value(progressKey{}).(*progress)
+	resp, err := t.inner.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	p.touch()
+	resp.Body = &countingBody{rc: resp.Body, stats: t.stats, p: p}
+	return resp, nil
+}
+
+// countingBody counts bytes and reports progress on every read that returns data.
+type countingBody struct {
+	rc    io.ReadCloser
+	stats *counters
+	p     *progress // may be nil
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if n > 0 {
+		b.stats.bytes.Add(int64(n))
+		b.p.touch()
+	}
+	return n, err
+}
+
+func (b *countingBody) Close() error { return b.rc.Close() }
+
+// request describes one idempotent registry request.
+type request struct {
+	method string
+	url    string
+	accept string
+	rng    string         // Range header, if any
+	ok     func(int) bool // success statuses; default 2xx
+	what   string         // for errors: the reference or digest asked for
+}
+
+// do performs rq with the stall timeout and bounded retries of quick failures. On success
+// the body must be closed; reading it stays under the stall timeout. Errors are classed
+// (ErrNotFound, ErrDenied, ErrUnavailable, ErrInvalid) or the caller's context error.
+func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq request) (*http.Response, error) {
+	if err := ep.downErr(c.now()); err != nil {
+		return nil, err
+	}
+	ok := rq.ok
+	if ok == nil {
+		ok = func(s int) bool { return s >= 200 && s < 300 }
+	}
+	budget := c.now().Add(c.timeout) // retries must end within one stall timeout
+	wait := c.backoff
+	for attempt := 1; ; attempt++ {
+		resp, p, stop, err := c.once(ctx, hc, rq)
+		if err != nil {
+			stop()
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%s %s: %w", rq.method, rq.what, ctx.Err())
+			}
+			if p.stalled.Load() {
+				c.stats.stalls.Add(1)
+				ep.markDown(c, fmt.Sprintf("no progress for %s", c.timeout))
+				return nil, fmt.Errorf("%s %s: %w: no progress for %s", rq.method, rq.what, ErrUnavailable, c.timeout)
+			}
+			var terr *transport.Error
+			if errors.As(err, &terr) { // the token exchange failed
+				se := classify(terr.StatusCode, nil, false)
+				if retryableStatus(terr.StatusCode) && c.sleep(ctx, attempt, wait, budget, 0) {
+					wait *= 2
+					continue
+				}
+				return nil, fmt.Errorf("%s %s: token: %w (%v)", rq.method, rq.what, se, err)
+			}
+			if retryableNetErr(err) && c.sleep(ctx, attempt, wait, budget, 0) {
+				wait *= 2
+				continue
+			}
+			ep.markDown(c, err.Error())
+			return nil, fmt.Errorf("%s %s: %w: %v", rq.method, rq.what, ErrUnavailable, err)
+		}
+		if ok(resp.StatusCode) {
+			resp.Body = &stallBody{rc: resp.Body, p: p, stop: stop, ep: ep, c: c, what: rq.what}
+			return resp, nil
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		stop()
+		if retryableStatus(resp.StatusCode) {
+			after := retryAfter(resp.Header.Get("Retry-After"), c.now())
+			if c.sleep(ctx, attempt, wait, budget, after) {
+				wait *= 2
+				continue
+			}
+		}
+		se := classify(resp.StatusCode, body, ep.hub)
+		return nil, fmt.Errorf("%s %s: %w", rq.method, rq.what, se)
+	}
+}
+
+// once sends rq one time.
+func (c *Client) once(ctx context.Context, hc *http.Client, rq request) (*http.Response, *progress, func(), error) {
+	pctx, p, stop := withProgress(ctx, c.timeout)
+	req, err := http.NewRequestWithContext(pctx, rq.method, rq.url, nil)
+	if err != nil {
+		return nil, p, stop, fmt.Errorf("%w: request %s: %v", ErrInvalid, rq.url, err)
+	}
+	if rq.accept != "" {
+		req.Header.Set("Accept", rq.accept)
+	}
+	if rq.rng != "" {
+		req.Header.Set("Range", rq.rng)
+	}
+	resp, err := hc.Do(req)
+	return resp, p, stop, err
+}
+
+// sleep waits before another attempt if one is allowed: attempts left, and the wait (the
+// server's Retry-After when given) ends before the budget. It counts the retry.
+func (c *Client) sleep(ctx context.Context, attempt int, wait time.Duration, budget time.Time, after time.Duration) bool {
+	if attempt >= c.maxAttempts {
+		return false
+	}
+	if after > 0 {
+		wait = after
+	}
+	if c.now().Add(wait).After(budget) {
+		return false
+	}
+	c.stats.retries.Add(1)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// retryAfter parses a Retry-After header (seconds or an HTTP date); 0 if absent.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// retryableNetErr reports connection failures worth a quick retry.
+func retryableNetErr(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// stallBody keeps the stall timer running while the caller reads, turns a stall into an
+// ErrUnavailable error (marking the registry down) and stops the timer on Close.
+type stallBody struct {
+	rc   io.ReadCloser
+	p    *progress
+	stop func()
+	ep   *endpoint
+	c    *Client
+	what string
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF && b.p.stalled.Load() {
+		b.c.stats.stalls.Add(1)
+		b.ep.markDown(b.c, "body stalled")
+		err = fmt.Errorf("reading %s: %w: no progress for %s", b.what, ErrUnavailable, b.c.timeout)
+	}
+	return n, err
+}
+
+func (b *stallBody) Close() error {
+	err := b.rc.Close()
+	b.stop()
+	return err
+}
+
+// readAll reads a body of at most limit bytes.
+func readAll(ctx context.Context, r io.Reader, limit int64, what string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("reading %s: %w", what, ctx.Err())
+		}
+		if errors.Is(err, ErrUnavailable) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("reading %s: %w: %v", what, ErrUnavailable, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, invalidf("%s is larger than %d bytes", what, limit)
+	}
+	return b, nil
+}
