@@ -1,0 +1,183 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/regfs/regfs/cache"
+	"github.com/regfs/regfs/layers"
+	"github.com/regfs/regfs/layers/tree"
+	"github.com/regfs/regfs/resolver"
+)
+
+// Images builds platforms' merged file systems from their layers: each
+// manifest once, each layer indexed once even when several platforms or
+// images share it. It implements RootfsOpener and is safe for concurrent use.
+type Images struct {
+	res   *resolver.Client
+	store *cache.Store
+	index *layers.Indexer
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	builds map[string]*build        // guarded by mu; by manifest digest
+	blobs  map[string]*layers.Layer // guarded by mu; by layer digest
+}
+
+var _ RootfsOpener = (*Images)(nil)
+
+// build is one manifest's merge, shared by its callers.
+type build struct {
+	done chan struct{}
+	fs   *mergedFS // set before done is closed
+	err  error     // set before done is closed
+}
+
+// NewImages returns an Images reading layers through store.
+func NewImages(res *resolver.Client, store *cache.Store, index *layers.Indexer, log *slog.Logger) *Images {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Images{
+		res: res, store: store, index: index, log: log,
+		builds: map[string]*build{}, blobs: map[string]*layers.Layer{},
+	}
+}
+
+// Rootfs returns the merged file system of manifest, building it on first
+// use. The build runs on its own context, so an interrupted caller returns at
+// once without cancelling it for the others; a failed build is forgotten so a
+// later call tries again.
+func (im *Images) Rootfs(ctx context.Context, ref resolver.Ref, manifest resolver.Descriptor) (Rootfs, error) {
+	im.mu.Lock()
+	b, ok := im.builds[manifest.Digest]
+	if !ok {
+		b = &build{done: make(chan struct{})}
+		im.builds[manifest.Digest] = b
+		go im.run(context.WithoutCancel(ctx), b, ref, manifest)
+	}
+	im.mu.Unlock()
+	select {
+	case <-b.done:
+		if b.err != nil {
+			return nil, b.err
+		}
+		return b.fs, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (im *Images) run(ctx context.Context, b *build, ref resolver.Ref, manifest resolver.Descriptor) {
+	b.fs, b.err = im.merge(ctx, ref, manifest)
+	if b.err != nil {
+		im.mu.Lock()
+		delete(im.builds, manifest.Digest)
+		im.mu.Unlock()
+	}
+	close(b.done)
+}
+
+// merge indexes the manifest's layers in parallel and merges them.
+func (im *Images) merge(ctx context.Context, ref resolver.Ref, manifest resolver.Descriptor) (*mergedFS, error) {
+	man, _, err := im.res.Manifest(ctx, ref, manifest.Digest)
+	if err != nil {
+		return nil, err
+	}
+	fs := &mergedFS{layers: make([]*layers.Layer, len(man.Layers)), entries: make([][]layers.Entry, len(man.Layers))}
+	errs := make([]error, len(man.Layers))
+	var wg sync.WaitGroup
+	for i, d := range man.Layers {
+		wg.Go(func() {
+			l, err := im.layer(ctx, ref, d)
+			if err != nil {
+				errs[i] = fmt.Errorf("layer %d (%s) of %s: %w", i, d.Digest, ref, err)
+				return
+			}
+			fs.layers[i] = l
+			fs.entries[i] = l.Index().Entries
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	in := make([][]tree.Entry, len(fs.entries))
+	for i, es := range fs.entries {
+		in[i] = treeEntries(es)
+	}
+	t, err := tree.Merge(in, im.log.With("image", ref.String(), "manifest", manifest.Digest))
+	if err != nil {
+		return nil, fmt.Errorf("merge %s: %w", ref, err)
+	}
+	fs.tree = t
+	return fs, nil
+}
+
+// layer returns the indexed layer d, shared by every image that has it.
+func (im *Images) layer(ctx context.Context, ref resolver.Ref, d resolver.Descriptor) (*layers.Layer, error) {
+	im.mu.Lock()
+	l, ok := im.blobs[d.Digest]
+	im.mu.Unlock()
+	if ok {
+		return l, nil
+	}
+	blob := cache.NewBlob(im.store, im.res.BlobSource(ref, d.Digest, d.Size), d.Digest, d.Size)
+	x, err := im.index.Index(ctx, blob, d.Digest)
+	if err != nil {
+		return nil, err
+	}
+	l = layers.NewLayer(x, blob, decodedStore{im.store}, im.log)
+	im.mu.Lock()
+	if prev, ok := im.blobs[d.Digest]; ok {
+		l = prev
+	} else {
+		im.blobs[d.Digest] = l
+	}
+	im.mu.Unlock()
+	return l, nil
+}
+
+// treeEntries converts a layer's entries to the merge's input.
+func treeEntries(es []layers.Entry) []tree.Entry {
+	out := make([]tree.Entry, len(es))
+	for i, e := range es {
+		out[i] = tree.Entry{
+			Name: e.Name, Typeflag: e.Typeflag, Linkname: e.Linkname, Mode: e.Mode,
+			UID: e.UID, GID: e.GID, Size: e.Size, ModTime: e.ModTime,
+			Devmajor: e.Devmajor, Devminor: e.Devminor, Xattrs: e.Xattrs,
+		}
+	}
+	return out
+}
+
+// mergedFS is a platform's merged tree and the layers holding its bytes. It
+// is immutable and safe for concurrent use.
+type mergedFS struct {
+	tree    *tree.Tree
+	layers  []*layers.Layer
+	entries [][]layers.Entry
+}
+
+// Tree returns the merged tree.
+func (m *mergedFS) Tree() *tree.Tree { return m.tree }
+
+// ReadAt reads regular file n's bytes from the layer that holds them.
+func (m *mergedFS) ReadAt(ctx context.Context, n *tree.Node, p []byte, off int64) (int, error) {
+	return m.layers[n.Layer].ReadAt(ctx, &m.entries[n.Layer][n.Entry], p, off)
+}
+
+// decodedStore keeps decoded bytes of single-frame zstd layers in the cache.
+type decodedStore struct{ s *cache.Store }
+
+func (d decodedStore) Get(digest string, n int64) ([]byte, error) {
+	return d.s.Get(cache.Key{Kind: cache.KindDecoded, Digest: digest, N: n})
+}
+
+func (d decodedStore) Put(digest string, n int64, b []byte) error {
+	return d.s.Put(cache.Key{Kind: cache.KindDecoded, Digest: digest, N: n}, b)
+}

@@ -1,0 +1,258 @@
+package fs
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/regfs/regfs/layers/tree"
+	"github.com/regfs/regfs/resolver"
+)
+
+// Rootfs is one platform's merged file system: a tree, and the bytes of its
+// regular files.
+type Rootfs interface {
+	Tree() *tree.Tree
+	// ReadAt reads from the regular file n with the io.ReaderAt contract.
+	ReadAt(ctx context.Context, n *tree.Node, p []byte, off int64) (int, error)
+}
+
+// RootfsOpener builds the merged file system of an image manifest, once for
+// all callers; later calls return it at once.
+type RootfsOpener interface {
+	Rootfs(ctx context.Context, ref resolver.Ref, manifest resolver.Descriptor) (Rootfs, error)
+}
+
+// rootNodeID is the root of every merged tree.
+const rootNodeID = tree.Root
+
+// rootIno is the inode number of a platform's rootfs/ directory.
+func rootIno(manifest string) uint64 { return ino("fs", manifest, "1") }
+
+// rootfsRef is the merged file system of one platform, built on first use.
+// It is safe for concurrent use.
+type rootfsRef struct {
+	m        *mount
+	ref      resolver.Ref
+	manifest resolver.Descriptor
+	platform string
+	built    atomic.Pointer[Rootfs] // set once the tree is built
+}
+
+// get returns the merged file system, building it if need be.
+func (r *rootfsRef) get(ctx context.Context) (Rootfs, syscall.Errno) {
+	if p := r.built.Load(); p != nil {
+		return *p, 0
+	}
+	fs, err := r.m.rootfs.Rootfs(ctx, r.ref, r.manifest)
+	if err != nil {
+		return nil, errno(r.m.log, err, "rootfs unavailable",
+			"image", r.ref.String(), "platform", r.platform, "manifest", r.manifest.Digest)
+	}
+	r.built.Store(&fs)
+	return fs, 0
+}
+
+// treeNode is a file, directory, link or device of a platform's rootfs/
+// (the root of the merged tree is rootfs/ itself). It is safe for concurrent
+// use (immutable; the tree below it is immutable once built).
+type treeNode struct {
+	gofs.Inode
+	r  *rootfsRef
+	id tree.NodeID
+}
+
+var (
+	_ gofs.NodeLookuper    = (*treeNode)(nil)
+	_ gofs.NodeReaddirer   = (*treeNode)(nil)
+	_ gofs.NodeGetattrer   = (*treeNode)(nil)
+	_ gofs.NodeReadlinker  = (*treeNode)(nil)
+	_ gofs.NodeOpener      = (*treeNode)(nil)
+	_ gofs.NodeReader      = (*treeNode)(nil)
+	_ gofs.NodeGetxattrer  = (*treeNode)(nil)
+	_ gofs.NodeListxattrer = (*treeNode)(nil)
+	_ gofs.NodeStatfser    = (*treeNode)(nil)
+)
+
+func (n *treeNode) ino(id tree.NodeID) uint64 {
+	return ino("fs", n.r.manifest.Digest, strconv.FormatUint(uint64(id), 10))
+}
+
+// typeBits maps a tree node's type to the S_IF* bits.
+func typeBits(t byte) uint32 {
+	switch t {
+	case tar.TypeDir:
+		return syscall.S_IFDIR
+	case tar.TypeSymlink:
+		return syscall.S_IFLNK
+	case tar.TypeChar:
+		return syscall.S_IFCHR
+	case tar.TypeBlock:
+		return syscall.S_IFBLK
+	case tar.TypeFifo:
+		return syscall.S_IFIFO
+	default:
+		return syscall.S_IFREG
+	}
+}
+
+// fill sets a's fields from node t.
+func (n *treeNode) fill(a *fuse.Attr, id tree.NodeID, t *tree.Node) {
+	a.Ino = n.ino(id)
+	a.Mode = typeBits(t.Typeflag) | uint32(t.Mode&0o7777)
+	a.Nlink = max(t.Nlink, 1)
+	a.Uid = uint32(t.UID)
+	a.Gid = uint32(t.GID)
+	a.Size = uint64(t.Size)
+	if t.Typeflag == tar.TypeSymlink {
+		a.Size = uint64(len(t.Linkname))
+	}
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = 4096
+	a.Rdev = uint32(unixMkdev(t.Devmajor, t.Devminor))
+	mt := t.ModTime
+	a.SetTimes(&mt, &mt, &mt)
+}
+
+// unixMkdev encodes a device number as Linux does.
+func unixMkdev(major, minor int64) uint64 {
+	ma, mi := uint64(major), uint64(minor)
+	return (mi & 0xff) | (ma&0xfff)<<8 | (mi&^0xff)<<12 | (ma&^0xfff)<<32
+}
+
+// Getattr reports the node's attributes. rootfs/ itself answers without
+// building the tree until the tree is there.
+func (n *treeNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.SetTimeout(forever)
+	p := n.r.built.Load()
+	if p == nil {
+		dirAttr(&out.Attr, n.StableAttr().Ino)
+		return 0
+	}
+	n.fill(&out.Attr, n.id, (*p).Tree().Node(n.id))
+	return 0
+}
+
+// Lookup finds a child in the merged tree.
+func (n *treeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	fs, e := n.r.get(ctx)
+	if e != 0 {
+		return nil, e
+	}
+	t := fs.Tree()
+	id, ok := t.Lookup(n.id, name)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	c := t.Node(id)
+	n.fill(&out.Attr, id, c)
+	out.SetEntryTimeout(forever)
+	out.SetAttrTimeout(forever)
+	child := &treeNode{r: n.r, id: id}
+	return n.NewInode(ctx, child, gofs.StableAttr{Mode: typeBits(c.Typeflag), Ino: n.ino(id)}), 0
+}
+
+// Readdir lists the directory, sorted by name.
+func (n *treeNode) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	fs, e := n.r.get(ctx)
+	if e != 0 {
+		return nil, e
+	}
+	t := fs.Tree()
+	d := t.Node(n.id)
+	list := make([]fuse.DirEntry, 0, len(d.Children))
+	for _, c := range d.Children {
+		list = append(list, fuse.DirEntry{Name: c.Name, Mode: typeBits(t.Node(c.ID).Typeflag), Ino: n.ino(c.ID)})
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+// Readlink returns a symlink's target as stored in the layer.
+func (n *treeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	fs, e := n.r.get(ctx)
+	if e != 0 {
+		return nil, e
+	}
+	t := fs.Tree().Node(n.id)
+	if t.Typeflag != tar.TypeSymlink {
+		return nil, syscall.EINVAL
+	}
+	return []byte(t.Linkname), 0
+}
+
+// Open allows reading only; the kernel may keep the pages (content is
+// immutable).
+func (n *treeNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Read reads the file's bytes from its layer.
+func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	fs, e := n.r.get(ctx)
+	if e != 0 {
+		return nil, e
+	}
+	t := fs.Tree().Node(n.id)
+	if off >= t.Size {
+		return fuse.ReadResultData(nil), 0
+	}
+	if rest := t.Size - off; int64(len(dest)) > rest {
+		dest = dest[:rest]
+	}
+	k, err := fs.ReadAt(ctx, t, dest, off)
+	if err != nil && !(errors.Is(err, io.EOF) && k == len(dest)) {
+		return nil, errno(n.r.m.log, err, "read failed", "image", n.r.ref.String(),
+			"platform", n.r.platform, "manifest", n.r.manifest.Digest, "path", n.Path(nil), "off", off)
+	}
+	return fuse.ReadResultData(dest[:k]), 0
+}
+
+// Getxattr returns an extended attribute recorded in the layer (PAX).
+func (n *treeNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	fs, e := n.r.get(ctx)
+	if e != 0 {
+		return 0, e
+	}
+	v, ok := fs.Tree().Node(n.id).Xattrs[attr]
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// Listxattr lists the node's extended attributes, NUL-terminated.
+func (n *treeNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	fs, e := n.r.get(ctx)
+	if e != 0 {
+		return 0, e
+	}
+	var b []byte
+	for _, k := range slices.Sorted(maps.Keys(fs.Tree().Node(n.id).Xattrs)) {
+		b = append(append(b, k...), 0)
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
+
+// Statfs reports an empty read-only file system.
+func (n *treeNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	statfs(out)
+	return 0
+}

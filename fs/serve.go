@@ -1,0 +1,46 @@
+package fs
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/regfs/regfs/cache"
+	"github.com/regfs/regfs/layers"
+	"github.com/regfs/regfs/resolver"
+)
+
+// Config is what a mount is made of.
+type Config struct {
+	Resolver   *resolver.Client
+	Store      *cache.Store
+	TagTTL     time.Duration
+	AllowOther bool
+	Logger     *slog.Logger
+}
+
+// Mount mounts the registry tree at dir and serves it in the background
+// until the returned server is unmounted. Root mounts directly (mount(2));
+// other users go through fusermount3.
+func Mount(dir string, c Config) (*fuse.Server, error) {
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	indexer := layers.NewIndexer(c.Store.Digests(cache.KindIndex), log)
+	images := NewImages(c.Resolver, c.Store, indexer, log)
+	root := NewRoot(Options{Resolver: c.Resolver, Rootfs: images, TagTTL: c.TagTTL, Logger: log})
+	opts := MountOptions(c.AllowOther, log)
+	if os.Geteuid() != 0 {
+		opts.MountOptions.DirectMount = false
+	}
+	server, err := gofs.Mount(dir, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return server, nil
+}
