@@ -1,0 +1,34 @@
+# regfs: see README.md.
+GO        ?= go
+BIN       ?= bin/regfs
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo devel)
+MNT       ?= /mnt/reg
+
+.PHONY: build test vet bench demo fuzz deps clean
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/regfs
+
+# The test command README.md and .ci/run use.
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+bench:
+	scripts/bench.sh
+
+# Mount the built-in sample registry at $(MNT) (Ctrl-C to unmount).
+demo: build
+	mkdir -p $(MNT)
+	$(BIN) mount --demo $(MNT)
+
+# Installs what the tests need on Debian (run as root).
+deps:
+	scripts/install-deps.sh
+
+clean:
+	rm -rf bin
