@@ -28,15 +28,15 @@ const touchEvery = time.Minute
 
 // Stats are counters of a Store since Open, and its current size.
 type Stats struct {
-	Hits      int64 // Gets that returned an entry
-	Misses    int64 // Gets that returned ErrMiss (corrupt entries included)
-	Corrupt   int64 // entries that failed their checksum and were deleted
-	Bytes     int64 // size of the entries' files, headers included
-	Entries   int64 // number of entries
-	Evictions int64 // entries evicted to stay within the bound
+	Hits      int64 `json:"hits"`      // Gets that returned an entry
+	Misses    int64 `json:"misses"`    // Gets that returned ErrMiss (corrupt entries included)
+	Corrupt   int64 `json:"corrupt"`   // entries that failed their checksum and were deleted
+	Bytes     int64 `json:"bytes"`     // size of the entries' files, headers included
+	Entries   int64 `json:"entries"`   // number of entries
+	Evictions int64 `json:"evictions"` // entries evicted to stay within the bound
 
-	Fetches      int64 // RangeSource.Fetch calls made by the Blobs on this store
-	BytesFetched int64 // body bytes those fetches read
+	Fetches      int64 `json:"fetches"`       // RangeSource.Fetch calls made by the Blobs on this store
+	BytesFetched int64 `json:"bytes_fetched"` // body bytes those fetches read
 }
 
 // Store is a content-addressed, size-bounded on-disk store. It is safe for concurrent use.

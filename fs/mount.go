@@ -5,12 +5,14 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"sort"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/regfs/regfs/cache"
 	"github.com/regfs/regfs/resolver"
 )
 
@@ -25,6 +27,8 @@ type Options struct {
 	Rootfs RootfsOpener
 	// TagTTL is how long the kernel may cache what a tag points to.
 	TagTTL time.Duration
+	// Store is the cache, for the mount's counters. Nil leaves them out.
+	Store *cache.Store
 	// Logger receives the causes of EIO and EACCES. Nil discards them.
 	Logger *slog.Logger
 }
@@ -34,19 +38,24 @@ type Options struct {
 type mount struct {
 	res    *resolver.Client
 	rootfs RootfsOpener
+	store  *cache.Store
 	tagTTL time.Duration
 	log    *slog.Logger
+	served atomic.Int64 // bytes of rootfs files returned to readers
 }
 
 // NewRoot returns the root node of a mount, to pass to go-fuse's fs.Mount
 // together with MountOptions.
 func NewRoot(o Options) gofs.InodeEmbedder {
+	return &nameDir{m: newMount(o), name: o.Resolver.Root(), root: true}
+}
+
+func newMount(o Options) *mount {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &mount{res: o.Resolver, rootfs: o.Rootfs, tagTTL: o.TagTTL, log: log}
-	return &nameDir{m: m, name: o.Resolver.Root(), root: true}
+	return &mount{res: o.Resolver, rootfs: o.Rootfs, store: o.Store, tagTTL: o.TagTTL, log: log}
 }
 
 // MountOptions returns the go-fuse options regfs mounts with: read-only,

@@ -95,6 +95,10 @@ func (d *nameDir) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 // Lookup resolves a child: a registry host (at the root), a tag or digest, or
 // a deeper name.
 func (d *nameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if d.root && name == statsDirName {
+		e := statsDirEntry(d.m)
+		return e.child(ctx, d.EmbeddedInode(), out), 0
+	}
 	if d.root && d.m.res.IsHost(name) {
 		e := d.nameEntry(resolver.Name{Registry: name}, name)
 		return e.child(ctx, d.EmbeddedInode(), out), 0

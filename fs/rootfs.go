@@ -216,6 +216,7 @@ func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 		return nil, errno(n.r.m.log, err, "read failed", "image", n.r.ref.String(),
 			"platform", n.r.platform, "manifest", n.r.manifest.Digest, "path", n.Path(nil), "off", off)
 	}
+	n.r.m.served.Add(int64(k))
 	return fuse.ReadResultData(dest[:k]), 0
 }
 

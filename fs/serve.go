@@ -23,17 +23,27 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
+// Mounted is a live mount: its FUSE server and its counters.
+type Mounted struct {
+	*fuse.Server
+	m *mount
+}
+
+// Stats returns what the mount has cost so far.
+func (m *Mounted) Stats() Stats { return m.m.stats() }
+
 // Mount mounts the registry tree at dir and serves it in the background
-// until the returned server is unmounted. Root mounts directly (mount(2));
-// other users go through fusermount3.
-func Mount(dir string, c Config) (*fuse.Server, error) {
+// until it is unmounted. Root mounts directly (mount(2)); other users go
+// through fusermount3.
+func Mount(dir string, c Config) (*Mounted, error) {
 	log := c.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	indexer := layers.NewIndexer(c.Store.Digests(cache.KindIndex), log)
 	images := NewImages(c.Resolver, c.Store, indexer, log)
-	root := NewRoot(Options{Resolver: c.Resolver, Rootfs: images, TagTTL: c.TagTTL, Logger: log})
+	m := newMount(Options{Resolver: c.Resolver, Rootfs: images, Store: c.Store, TagTTL: c.TagTTL, Logger: log})
+	root := &nameDir{m: m, name: c.Resolver.Root(), root: true}
 	opts := MountOptions(c.AllowOther, log)
 	if os.Geteuid() != 0 {
 		opts.MountOptions.DirectMount = false
@@ -42,5 +52,5 @@ func Mount(dir string, c Config) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	return server, nil
+	return &Mounted{Server: server, m: m}, nil
 }

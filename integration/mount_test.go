@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fuse"
-
 	"github.com/regfs/regfs/cache"
 	"github.com/regfs/regfs/fs"
 	"github.com/regfs/regfs/internal/testenv"
@@ -33,7 +31,7 @@ type mounted struct {
 	store *cache.Store
 	res   *resolver.Client
 	// server is nil once unmounted.
-	server *fuse.Server
+	server *fs.Mounted
 }
 
 // mountRegfs mounts regfs for the test and unmounts it at cleanup.

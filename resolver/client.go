@@ -174,10 +174,10 @@ func (c *Client) IsHost(component string) bool { return IsHost(component) }
 
 // Stats counts the requests made and body bytes read, for the mount's cost report.
 type Stats struct {
-	Requests  map[string]int64 // by HTTP method, token and ping requests included
-	BodyBytes int64            // response body bytes read
-	Retries   int64            // requests repeated after a quick failure
-	Stalls    int64            // requests failed by the stall timeout
+	Requests  map[string]int64 `json:"requests"`   // by HTTP method, token and ping requests included
+	BodyBytes int64            `json:"body_bytes"` // response body bytes read
+	Retries   int64            `json:"retries"`    // requests repeated after a quick failure
+	Stalls    int64            `json:"stalls"`     // requests failed by the stall timeout
 }
 
 // Stats returns a snapshot of the counters.

@@ -84,7 +84,6 @@ func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}()
 	select {
 	case <-done:
-		log.Info("unmounted", "mountpoint", c.Mountpoint)
 	case <-ctx.Done():
 		log.Info("unmounting", "mountpoint", c.Mountpoint)
 		if err := server.Unmount(); err != nil {
@@ -92,6 +91,10 @@ func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		<-done
 	}
+	s := server.Stats()
+	log.Info("unmounted", "mountpoint", c.Mountpoint,
+		"requests", s.Registry.Requests, "bytes_fetched", s.Registry.BodyBytes,
+		"cache_hits", s.Cache.Hits, "cache_misses", s.Cache.Misses, "bytes_served", s.BytesServed)
 	return nil
 }
 

@@ -1,0 +1,116 @@
+package fs
+
+import (
+	"context"
+	"encoding/json"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/regfs/regfs/cache"
+	"github.com/regfs/regfs/resolver"
+)
+
+// statsDirName is the directory, outside the registry tree, that holds the
+// mount's counters. Repository names cannot start with a dot.
+const statsDirName = ".regfs"
+
+// Stats is what a mount has cost so far.
+type Stats struct {
+	Registry    resolver.Stats `json:"registry"`     // requests made and bytes read
+	Cache       cache.Stats    `json:"cache"`        // hits, misses, bytes fetched into it
+	BytesServed int64          `json:"bytes_served"` // file bytes returned to readers of rootfs/
+}
+
+// stats returns a snapshot of the mount's counters.
+func (m *mount) stats() Stats {
+	s := Stats{Registry: m.res.Stats(), BytesServed: m.served.Load()}
+	if m.store != nil {
+		s.Cache = m.store.Stats()
+	}
+	return s
+}
+
+// statsDir is /.regfs/: the file stats, the mount's counters as JSON. It is
+// not listed in /, only looked up. It is safe for concurrent use.
+type statsDir struct {
+	gofs.Inode
+	m *mount
+}
+
+var (
+	_ gofs.NodeLookuper  = (*statsDir)(nil)
+	_ gofs.NodeReaddirer = (*statsDir)(nil)
+	_ gofs.NodeGetattrer = (*statsDir)(nil)
+	_ gofs.NodeOpener    = (*statsFile)(nil)
+	_ gofs.NodeGetattrer = (*statsFile)(nil)
+	_ gofs.FileReader    = (*snapshot)(nil)
+	_ gofs.NodeStatfser  = (*statsDir)(nil)
+)
+
+func statsDirEntry(m *mount) dirEntry {
+	return dirEntry{
+		name: statsDirName, mode: syscall.S_IFDIR, ttl: forever, ino: ino("stats"),
+		node: func() gofs.InodeEmbedder { return &statsDir{m: m} },
+	}
+}
+
+// Getattr reports a read-only directory.
+func (d *statsDir) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	dirAttr(&out.Attr, d.StableAttr().Ino)
+	return 0
+}
+
+// Statfs reports an empty read-only file system.
+func (d *statsDir) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	statfs(out)
+	return 0
+}
+
+// Readdir lists stats.
+func (d *statsDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	return gofs.NewListDirStream([]fuse.DirEntry{{Name: "stats", Mode: syscall.S_IFREG, Ino: ino("stats", "file")}}), 0
+}
+
+// Lookup finds stats.
+func (d *statsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if name != "stats" {
+		return nil, syscall.ENOENT
+	}
+	fileAttr(&out.Attr, ino("stats", "file"), 0)
+	return d.NewInode(ctx, &statsFile{m: d.m}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino("stats", "file")}), 0
+}
+
+// statsFile is /.regfs/stats. Each open takes a snapshot; reads bypass the
+// page cache, so every open sees current figures.
+type statsFile struct {
+	gofs.Inode
+	m *mount
+}
+
+// Getattr reports a file of unknown size (0: read it to the end).
+func (f *statsFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	fileAttr(&out.Attr, f.StableAttr().Ino, 0)
+	return 0
+}
+
+// Open snapshots the counters as indented JSON.
+func (f *statsFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	b, err := json.MarshalIndent(f.m.stats(), "", "  ")
+	if err != nil {
+		return nil, 0, syscall.EIO
+	}
+	return &snapshot{b: append(b, '\n')}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// snapshot is an open stats file.
+type snapshot struct{ b []byte }
+
+// Read copies from the snapshot.
+func (s *snapshot) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off >= int64(len(s.b)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	return fuse.ReadResultData(s.b[off:min(off+int64(len(dest)), int64(len(s.b)))]), 0
+}
