@@ -27,6 +27,11 @@ type Options struct {
 	Rootfs RootfsOpener
 	// TagTTL is how long the kernel may cache what a tag points to.
 	TagTTL time.Duration
+	// Mountpoint is the mount's absolute path, for RebaseSymlinks.
+	Mountpoint string
+	// RebaseSymlinks presents absolute symlink targets in rootfs/ under the
+	// rootfs's own path on the host.
+	RebaseSymlinks bool
 	// Store is the cache, for the mount's counters. Nil leaves them out.
 	Store *cache.Store
 	// Logger receives the causes of EIO and EACCES. Nil discards them.
@@ -40,8 +45,11 @@ type mount struct {
 	rootfs RootfsOpener
 	store  *cache.Store
 	tagTTL time.Duration
-	log    *slog.Logger
-	served atomic.Int64 // bytes of rootfs files returned to readers
+	// mountpoint and rebase: see Options.Mountpoint and RebaseSymlinks.
+	mountpoint string
+	rebase     bool
+	log        *slog.Logger
+	served     atomic.Int64 // bytes of rootfs files returned to readers
 }
 
 // NewRoot returns the root node of a mount, to pass to go-fuse's fs.Mount
@@ -55,7 +63,10 @@ func newMount(o Options) *mount {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &mount{res: o.Resolver, rootfs: o.Rootfs, store: o.Store, tagTTL: o.TagTTL, log: log}
+	return &mount{
+		res: o.Resolver, rootfs: o.Rootfs, store: o.Store, tagTTL: o.TagTTL, log: log,
+		mountpoint: o.Mountpoint, rebase: o.RebaseSymlinks,
+	}
 }
 
 // MountOptions returns the go-fuse options regfs mounts with: read-only,

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -114,7 +116,7 @@ func (n *treeNode) fill(a *fuse.Attr, id tree.NodeID, t *tree.Node) {
 	a.Gid = uint32(t.GID)
 	a.Size = uint64(t.Size)
 	if t.Typeflag == tar.TypeSymlink {
-		a.Size = uint64(len(t.Linkname))
+		a.Size = uint64(len(n.linkTarget(t)))
 	}
 	a.Blocks = (a.Size + 511) / 512
 	a.Blksize = 4096
@@ -186,7 +188,33 @@ func (n *treeNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if t.Typeflag != tar.TypeSymlink {
 		return nil, syscall.EINVAL
 	}
-	return []byte(t.Linkname), 0
+	return []byte(n.linkTarget(t)), 0
+}
+
+// linkTarget is symlink t's target as served: as stored, or with
+// --rebase-symlinks an absolute target moved under this rootfs/ on the host,
+// so that tools following it read the image's file, not the host's.
+func (n *treeNode) linkTarget(t *tree.Node) string {
+	if !n.r.m.rebase || !path.IsAbs(t.Linkname) {
+		return t.Linkname
+	}
+	return filepath.Join(n.rootfsPath(), path.Clean(t.Linkname))
+}
+
+// rootfsPath returns the host path of the rootfs/ directory that holds n.
+func (n *treeNode) rootfsPath() string {
+	in := n.EmbeddedInode()
+	for {
+		if t, ok := in.Operations().(*treeNode); ok && t.id == rootNodeID {
+			break
+		}
+		_, p := in.Parent()
+		if p == nil {
+			break
+		}
+		in = p
+	}
+	return filepath.Join(n.r.m.mountpoint, in.Path(nil))
 }
 
 // Open allows reading only; the kernel may keep the pages (content is

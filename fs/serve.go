@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -20,7 +21,9 @@ type Config struct {
 	Store      *cache.Store
 	TagTTL     time.Duration
 	AllowOther bool
-	Logger     *slog.Logger
+	// RebaseSymlinks presents absolute symlink targets under their rootfs/.
+	RebaseSymlinks bool
+	Logger         *slog.Logger
 }
 
 // Mounted is a live mount: its FUSE server and its counters.
@@ -42,7 +45,14 @@ func Mount(dir string, c Config) (*Mounted, error) {
 	}
 	indexer := layers.NewIndexer(c.Store.Digests(cache.KindIndex), log)
 	images := NewImages(c.Resolver, c.Store, indexer, log)
-	m := newMount(Options{Resolver: c.Resolver, Rootfs: images, Store: c.Store, TagTTL: c.TagTTL, Logger: log})
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	m := newMount(Options{
+		Resolver: c.Resolver, Rootfs: images, Store: c.Store, TagTTL: c.TagTTL, Logger: log,
+		Mountpoint: abs, RebaseSymlinks: c.RebaseSymlinks,
+	})
 	root := &nameDir{m: m, name: c.Resolver.Root(), root: true}
 	opts := MountOptions(c.AllowOther, log)
 	if os.Geteuid() != 0 {

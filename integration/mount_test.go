@@ -23,6 +23,7 @@ type mountConfig struct {
 	cacheDir string // reuse a cache across mounts; "" for a fresh one
 	tagTTL   time.Duration
 	timeout  time.Duration
+	rebase   bool // --rebase-symlinks
 }
 
 // mounted is a live test mount.
@@ -66,7 +67,7 @@ func mountRegfs(t *testing.T, c mountConfig) *mounted {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	server, err := fs.Mount(dir, fs.Config{Resolver: res, Store: store, TagTTL: c.tagTTL, Logger: log})
+	server, err := fs.Mount(dir, fs.Config{Resolver: res, Store: store, TagTTL: c.tagTTL, Logger: log, RebaseSymlinks: c.rebase})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ type Config struct {
 	TagTTL     time.Duration
 	Timeout    time.Duration
 	AllowOther bool
+	Rebase     bool
 	LogLevel   slog.Level
 	Demo       bool
 }
@@ -44,6 +45,7 @@ func mountFlags(c *Config) (*pflag.FlagSet, *string, *string) {
 	f.DurationVar(&c.TagTTL, "tag-ttl", 60*time.Second, "how long a tag's answer is kept before it is asked again")
 	f.DurationVar(&c.Timeout, "timeout", 30*time.Second, "per-request stall timeout: a request with no progress for this long fails")
 	f.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf when not root)")
+	f.BoolVar(&c.Rebase, "rebase-symlinks", false, "show absolute symlink targets under their rootfs/, so that tools following them read the image's file, not the host's")
 	level := f.String("log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&c.Demo, "demo", false, "serve a built-in sample registry instead of --registry (no network needed)")
 	return f, size, level

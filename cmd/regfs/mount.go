@@ -42,6 +42,9 @@ func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return fmt.Errorf("FUSE is unavailable: %w (install fuse3 and load the fuse kernel module)", err)
 	}
+	if c.AllowOther && os.Geteuid() != 0 && !userAllowOther("/etc/fuse.conf") {
+		return errors.New("--allow-other as a non-root user needs 'user_allow_other' in /etc/fuse.conf (add that line as root, or mount without --allow-other)")
+	}
 
 	store, err := cache.Open(c.CacheDir, c.CacheSize, log)
 	if err != nil {
@@ -71,6 +74,7 @@ func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	server, err := fs.Mount(c.Mountpoint, fs.Config{
 		Resolver: res, Store: store, TagTTL: c.TagTTL, AllowOther: c.AllowOther, Logger: log,
+		RebaseSymlinks: c.Rebase,
 	})
 	if err != nil {
 		return err
@@ -141,6 +145,20 @@ func mounted(dir string) bool {
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
 		if len(fields) > 4 && unescapeMount(fields[4]) == abs {
+			return true
+		}
+	}
+	return false
+}
+
+// userAllowOther reports whether fuse.conf lets users mount with allow_other.
+func userAllowOther(conf string) bool {
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "user_allow_other" {
 			return true
 		}
 	}
