@@ -138,10 +138,17 @@ func NewCounter(next http.Handler) *Counter {
 	return &Counter{next: next}
 }
 
-// ServeHTTP serves the request with next and records it.
+// ServeHTTP serves the request with next and records it, also when next
+// panics (httputil.ReverseProxy aborts with http.ErrAbortHandler when the
+// client drops a streamed body: those bytes were still sent).
 func (c *Counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cw := &countingWriter{ResponseWriter: w}
+	defer c.record(r, cw)
 	c.next.ServeHTTP(cw, r)
+}
+
+// record adds one finished request to the counts.
+func (c *Counter) record(r *http.Request, cw *countingWriter) {
 	kind, repo, ref := Classify(r.URL.Path)
 	status := cw.status
 	if status == 0 {
