@@ -44,33 +44,33 @@ func (s *BlobSource) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, in
 	if s.size > 0 && end >= s.size {
 		end = s.size - 1
 	}
-	ep := s.c.endpointFor(s.ref.Registry)
-	hc, err := s.c.client(ctx, ep, pullScope(s.ref.Repo))
-	if err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", what, err)
-	}
-	resp, err := s.c.do(ctx, ep, hc, request{
+	var body io.ReadCloser
+	var start int64
+	err := s.c.pull(ctx, s.ref, request{
 		method: http.MethodGet,
-		url:    ep.url("/v2/" + s.ref.Repo + "/blobs/" + s.digest),
 		rng:    fmt.Sprintf("bytes=%d-%d", off, end),
 		what:   fmt.Sprintf("%s range %d-%d", what, off, end),
+	}, "/v2/"+s.ref.Repo+"/blobs/"+s.digest, func(resp *http.Response) error {
+		switch resp.StatusCode {
+		case http.StatusOK:
+			body, start = resp.Body, 0
+			return nil
+		case http.StatusPartialContent:
+			st, err := contentRangeStart(resp.Header.Get("Content-Range"))
+			if err != nil || st > off {
+				resp.Body.Close()
+				return invalidf("%s: asked bytes %d-%d, got Content-Range %q", what, off, end, resp.Header.Get("Content-Range"))
+			}
+			body, start = resp.Body, st
+			return nil
+		}
+		resp.Body.Close()
+		return fmt.Errorf("%s: %w: unexpected HTTP %d", what, ErrUnavailable, resp.StatusCode)
 	})
 	if err != nil {
 		return nil, 0, err
 	}
-	switch resp.StatusCode {
-	case http.StatusOK:
-		return resp.Body, 0, nil
-	case http.StatusPartialContent:
-		start, err := contentRangeStart(resp.Header.Get("Content-Range"))
-		if err != nil || start > off {
-			resp.Body.Close()
-			return nil, 0, invalidf("%s: asked bytes %d-%d, got Content-Range %q", what, off, end, resp.Header.Get("Content-Range"))
-		}
-		return resp.Body, start, nil
-	}
-	resp.Body.Close()
-	return nil, 0, fmt.Errorf("%s: %w: unexpected HTTP %d", what, ErrUnavailable, resp.StatusCode)
+	return body, start, nil
 }
 
 // contentRangeStart parses the first byte position of "bytes start-end/total".

@@ -1,9 +1,11 @@
 package resolver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,10 +19,18 @@ const (
 	DefaultTimeout  = 30 * time.Second
 	DefaultTagTTL   = 60 * time.Second
 	DefaultDownTime = 10 * time.Second
+
+	// DefaultManifestRate and DefaultManifestBurst are the suggested manifest GET limits
+	// of a mount (cmd/regfs's defaults). A zero Options.ManifestRate means unlimited.
+	DefaultManifestRate  = 10.0
+	DefaultManifestBurst = 20
+	// ThrottledManifestRate is the manifest GET rate (per second, burst 1) while a
+	// registry's ratelimit-remaining header is below a tenth of its limit.
+	ThrottledManifestRate = 1.0
 )
 
 // Options configure a Client. The zero value works: Docker Hub, DefaultKeychain, 30 s stall
-// timeout, 60 s tag TTL, documents kept in memory.
+// timeout, 60 s tag TTL, documents kept in memory, no mirrors, no manifest rate limit.
 type Options struct {
 	DefaultRegistry string            // "docker.io" when empty; "index.docker.io" is the same
 	Insecure        []string          // HOST or HOST:PORT allowed plain HTTP (loopback always)
@@ -31,6 +41,21 @@ type Options struct {
 	DownTime        time.Duration     // how long a registry counts as down after a stall (10 s)
 	Docs            DocStore          // where verified documents live; default in memory
 	Logger          *slog.Logger      // nil: discard
+
+	// Mirrors maps a registry ("docker.io", "ghcr.io", "localhost:5000") to mirror hosts
+	// tried in order before it for pulls (see the package doc, "Mirrors"). A host is
+	// HOST[:PORT], or "http://HOST[:PORT]" to allow plain HTTP to it (as Insecure does),
+	// or "https://HOST[:PORT]". ParseMirror reads the flag form.
+	Mirrors map[string][]string
+	// CAFile names a PEM file of CA certificates trusted in addition to the system's
+	// (which SSL_CERT_FILE and SSL_CERT_DIR replace, as Go does everywhere). It needs the
+	// default Transport or an *http.Transport.
+	CAFile string
+	// ManifestRate limits manifest GETs to this many per second per registry (its mirrors
+	// included), with bursts of ManifestBurst (0: DefaultManifestBurst); 0 is unlimited.
+	// HEADs (tag resolution) are not limited: Docker Hub does not count them as pulls.
+	ManifestRate  float64
+	ManifestBurst int
 }
 
 // DocStore keeps verified documents (indexes, manifests, configs) by digest. Get returns an
@@ -77,12 +102,17 @@ type Client struct {
 	insecure map[string]bool // HOST and HOST:PORT, lower case
 	stats    *counters
 	flight   group
+	mirrors  map[string][]string // canonical registry -> mirror hosts (canonical), in order
+	mirrorOf map[string]bool     // hosts that are some registry's mirror
+	rate     float64             // manifest GETs per second per registry; 0: unlimited
+	burst    int
 
 	// Knobs that tests change.
 	backoff     time.Duration // first retry delay
 	maxAttempts int           // attempts per request, first included
 	hubHost     string        // Docker Hub's API host[:port]
 	now         func() time.Time
+	limitSleep  func(context.Context, time.Duration) error // rate limit waits; nil: a timer
 
 	mu        sync.Mutex
 	endpoints map[string]*endpoint       // by canonical registry; guarded by mu
@@ -90,6 +120,7 @@ type Client struct {
 	digests   map[string]Descriptor      // by registry/repo@digest; guarded by mu
 	platforms map[string][]PlatformEntry // by digest; guarded by mu
 	tagLists  map[string]listAnswer      // by registry/repo; guarded by mu
+	limits    map[string]*pullLimit      // by canonical registry; guarded by mu
 }
 
 // tagAnswer is a cached tag resolution.
@@ -125,6 +156,11 @@ func New(o Options) (*Client, error) {
 		digests:     map[string]Descriptor{},
 		platforms:   map[string][]PlatformEntry{},
 		tagLists:    map[string]listAnswer{},
+		limits:      map[string]*pullLimit{},
+		mirrors:     map[string][]string{},
+		mirrorOf:    map[string]bool{},
+		rate:        o.ManifestRate,
+		burst:       o.ManifestBurst,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -158,9 +194,18 @@ func New(o Options) (*Client, error) {
 		}
 		c.insecure[strings.ToLower(h)] = true
 	}
-	inner := o.Transport
-	if inner == nil {
-		inner = http.DefaultTransport.(*http.Transport).Clone()
+	if err := c.setMirrors(o.Mirrors); err != nil {
+		return nil, err
+	}
+	if c.rate < 0 || math.IsNaN(c.rate) || math.IsInf(c.rate, 0) {
+		return nil, fmt.Errorf("resolver: manifest rate %v is not a rate (0 is unlimited)", c.rate)
+	}
+	if c.burst <= 0 {
+		c.burst = DefaultManifestBurst
+	}
+	inner, err := newTransport(o.Transport, o.CAFile)
+	if err != nil {
+		return nil, err
 	}
 	c.base = &baseTransport{inner: inner, stats: c.stats}
 	return c, nil
@@ -174,10 +219,12 @@ func (c *Client) IsHost(component string) bool { return IsHost(component) }
 
 // Stats counts the requests made and body bytes read, for the mount's cost report.
 type Stats struct {
-	Requests  map[string]int64 `json:"requests"`   // by HTTP method, token and ping requests included
-	BodyBytes int64            `json:"body_bytes"` // response body bytes read
-	Retries   int64            `json:"retries"`    // requests repeated after a quick failure
-	Stalls    int64            `json:"stalls"`     // requests failed by the stall timeout
+	Requests        map[string]int64 `json:"requests"`         // by HTTP method, token and ping requests included
+	BodyBytes       int64            `json:"body_bytes"`       // response body bytes read
+	Retries         int64            `json:"retries"`          // requests repeated after a quick failure
+	Stalls          int64            `json:"stalls"`           // requests failed by the stall timeout
+	MirrorFallbacks int64            `json:"mirror_fallbacks"` // pulls a mirror failed or lacked, tried on the next host
+	RateLimited     int64            `json:"rate_limited"`     // manifest GETs that waited for the rate limit
 }
 
 // Stats returns a snapshot of the counters.

@@ -38,6 +38,44 @@
 // "repository does not exist or may require 'docker login'"); 401 and 403 elsewhere, and 403
 // on Hub, are ErrDenied.
 //
+// # Mirrors
+//
+// [Options.Mirrors] gives a registry mirrors (pull-through caches), with containerd's
+// hosts.toml semantics for mirror hosts, whose default capabilities are "pull" and
+// "resolve": manifest HEADs (tag and digest resolution), manifest and config GETs and blob
+// range GETs go to the mirrors in order, then to the registry itself. A mirror that fails
+// (any error: unreachable, 5xx, 401/403, a stall, bytes that do not match their digest) or
+// lacks the content (404) passes the request to the next host; it gets one attempt, as the
+// next host is its retry, and a mirror marked down is skipped until its down time ends.
+// Listings (tags/list, _catalog) stay on the registry: a pull-through cache only knows what
+// it has pulled, and containerd never lists. A mirror is authenticated as a registry of
+// its own: its own ping, challenge, keychain entry (looked up under the mirror's host) and
+// token; the registry's credentials and tokens are never sent to it. Mirror requests carry
+// ns=<registry> as containerd's do. Plain HTTP follows the rule above (loopback, Insecure)
+// or an "http://" prefix on the mirror host. [ParseMirror] reads the flag form
+// "[REGISTRY=]HOST[:PORT]".
+//
+// # Proxies and certificates
+//
+// The default transport is a clone of http.DefaultTransport: HTTPS_PROXY, HTTP_PROXY and
+// NO_PROXY are honoured by http.ProxyFromEnvironment, read once per process. Go never
+// proxies requests to "localhost" or a loopback address (127.0.0.0/8, ::1), whatever
+// NO_PROXY says. The system's CA certificates are trusted; Go's own SSL_CERT_FILE and
+// SSL_CERT_DIR replace the system's file and directories when set (Linux), and
+// [Options.CAFile] adds the certificates of a PEM file to whatever pool that gives.
+//
+// # Rate limits
+//
+// A crawl of the tree (find, updatedb, a scanner) must not exhaust a registry's pull limit.
+// Manifest GETs (which Docker Hub counts as pulls; HEADs are free) wait for a token bucket
+// per registry, shared with its mirrors: [Options.ManifestRate] per second with bursts of
+// [Options.ManifestBurst]; the wait follows the caller's context. Documents are fetched
+// once per digest, so only new documents spend tokens. Manifest answers' ratelimit-limit and
+// ratelimit-remaining headers ("100;w=21600") are read: below a tenth of the limit a
+// warning is logged once per window and manifest GETs slow to [ThrottledManifestRate] (burst
+// 1), whatever the configured rate, until an answer shows a tenth or more again or the window
+// passes.
+//
 // # Concurrency
 //
 // A [Client] is safe for concurrent use; concurrent requests for one tag, document or

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"strings"
 )
 
 // Media types resolver knows.
@@ -234,12 +235,9 @@ func (c *Client) fetchVerified(ctx context.Context, r Ref, digest, kind string, 
 		if kind == "blobs" {
 			accept = ""
 		}
-		b, _, err := c.get(ctx, r, "/"+kind+"/"+digest, accept, limit, what)
+		b, _, err := c.get(ctx, r, "/"+kind+"/"+digest, accept, limit, what, digest)
 		if err != nil {
 			return nil, err
-		}
-		if got := sha256Digest(b); got != digest {
-			return nil, invalidf("%s: registry sent bytes with digest %s", what, got)
 		}
 		c.putDoc(digest, b)
 		return b, nil
@@ -258,28 +256,38 @@ func (c *Client) putDoc(digest string, b []byte) {
 }
 
 // get GETs /v2/<repo><suffix> whole (at most limit bytes) and returns it with its
-// Content-Type.
-func (c *Client) get(ctx context.Context, r Ref, suffix, accept string, limit int64, what string) ([]byte, string, error) {
-	ep := c.endpointFor(r.Registry)
-	hc, err := c.client(ctx, ep, pullScope(r.Repo))
-	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", what, err)
+// Content-Type, from a mirror or the registry (see pull). With digest set, bytes that do
+// not hash to it are an ErrInvalid error, and a mirror that sends such bytes is passed over
+// for the next host. Manifest GETs wait for the registry's rate limit first.
+func (c *Client) get(ctx context.Context, r Ref, suffix, accept string, limit int64, what, digest string) ([]byte, string, error) {
+	rq := request{method: http.MethodGet, accept: accept, what: what}
+	if strings.HasPrefix(suffix, "/manifests/") {
+		lim := c.pullLimit(r.Registry)
+		if err := lim.wait(ctx, c); err != nil {
+			return nil, "", fmt.Errorf("%s: waiting for the manifest rate limit: %w", what, err)
+		}
+		rq.observe = func(resp *http.Response) { lim.observe(c, resp.Header) }
 	}
-	resp, err := c.do(ctx, ep, hc, request{
-		method: http.MethodGet,
-		url:    ep.url("/v2/" + r.Repo + suffix),
-		accept: accept,
-		what:   what,
+	var b []byte
+	var ct string
+	err := c.pull(ctx, r, rq, "/v2/"+r.Repo+suffix, func(resp *http.Response) error {
+		defer resp.Body.Close()
+		body, err := readAll(ctx, resp.Body, limit, what)
+		if err != nil {
+			return err
+		}
+		if digest != "" {
+			if got := sha256Digest(body); got != digest {
+				return invalidf("%s: registry sent bytes with digest %s", what, got)
+			}
+		}
+		b, ct = body, contentType(resp.Header)
+		return nil
 	})
 	if err != nil {
 		return nil, "", err
 	}
-	defer resp.Body.Close()
-	b, err := readAll(ctx, resp.Body, limit, what)
-	if err != nil {
-		return nil, "", err
-	}
-	return b, contentType(resp.Header), nil
+	return b, ct, nil
 }
 
 // pullScope is the token scope for pulling repo.

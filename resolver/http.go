@@ -23,6 +23,8 @@ type counters struct {
 	bytes    atomic.Int64
 	retries  atomic.Int64
 	stalls   atomic.Int64
+	fallback atomic.Int64 // pulls a mirror could not answer
+	limited  atomic.Int64 // manifest GETs that waited for the rate limit
 }
 
 func newCounters() *counters { return &counters{requests: map[string]int64{}} }
@@ -37,10 +39,12 @@ func (s *counters) snapshot() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{
-		Requests:  maps.Clone(s.requests),
-		BodyBytes: s.bytes.Load(),
-		Retries:   s.retries.Load(),
-		Stalls:    s.stalls.Load(),
+		Requests:        maps.Clone(s.requests),
+		BodyBytes:       s.bytes.Load(),
+		Retries:         s.retries.Load(),
+		Stalls:          s.stalls.Load(),
+		MirrorFallbacks: s.fallback.Load(),
+		RateLimited:     s.limited.Load(),
 	}
 }
 
@@ -122,6 +126,9 @@ type request struct {
 	rng    string         // Range header, if any
 	ok     func(int) bool // success statuses; default 2xx
 	what   string         // for errors: the reference or digest asked for
+	// observe, if set, sees every response's headers (failures included) before the
+	// status is judged.
+	observe func(*http.Response)
 }
 
 // do performs rq with the stall timeout and bounded retries of quick failures. On success
@@ -137,8 +144,17 @@ func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq reque
 	}
 	budget := c.now().Add(c.timeout) // retries must end within one stall timeout
 	wait := c.backoff
+	attempts := c.maxAttempts
+	if c.mirrorOf[ep.reg] {
+		// A mirror's retry is the next host. (A mirror host browsed as a registry of its
+		// own gets one attempt too: the endpoint is the host's, whatever the use.)
+		attempts = 1
+	}
 	for attempt := 1; ; attempt++ {
 		resp, p, stop, err := c.once(ctx, hc, rq)
+		if err == nil && rq.observe != nil {
+			rq.observe(resp)
+		}
 		if err != nil {
 			stop()
 			if ctx.Err() != nil {
@@ -152,13 +168,13 @@ func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq reque
 			var terr *transport.Error
 			if errors.As(err, &terr) { // the token exchange failed
 				se := classify(terr.StatusCode, nil, false)
-				if retryableStatus(terr.StatusCode) && c.sleep(ctx, attempt, wait, budget, 0) {
+				if retryableStatus(terr.StatusCode) && c.sleep(ctx, attempt, attempts, wait, budget, 0) {
 					wait *= 2
 					continue
 				}
 				return nil, fmt.Errorf("%s %s: token: %w (%v)", rq.method, rq.what, se, err)
 			}
-			if retryableNetErr(err) && c.sleep(ctx, attempt, wait, budget, 0) {
+			if retryableNetErr(err) && c.sleep(ctx, attempt, attempts, wait, budget, 0) {
 				wait *= 2
 				continue
 			}
@@ -174,7 +190,7 @@ func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq reque
 		stop()
 		if retryableStatus(resp.StatusCode) {
 			after := retryAfter(resp.Header.Get("Retry-After"), c.now())
-			if c.sleep(ctx, attempt, wait, budget, after) {
+			if c.sleep(ctx, attempt, attempts, wait, budget, after) {
 				wait *= 2
 				continue
 			}
@@ -203,8 +219,8 @@ func (c *Client) once(ctx context.Context, hc *http.Client, rq request) (*http.R
 
 // sleep waits before another attempt if one is allowed: attempts left, and the wait (the
 // server's Retry-After when given) ends before the budget. It counts the retry.
-func (c *Client) sleep(ctx context.Context, attempt int, wait time.Duration, budget time.Time, after time.Duration) bool {
-	if attempt >= c.maxAttempts {
+func (c *Client) sleep(ctx context.Context, attempt, attempts int, wait time.Duration, budget time.Time, after time.Duration) bool {
+	if attempt >= attempts {
 		return false
 	}
 	if after > 0 {

@@ -3,7 +3,6 @@ package resolver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 )
@@ -86,39 +85,37 @@ func (c *Client) resolveDigest(ctx context.Context, r Ref) (Descriptor, error) {
 // registry that does not send Docker-Content-Digest is asked with a GET, and the bytes
 // hashed (and kept: they are a verified document).
 func (c *Client) head(ctx context.Context, r Ref, reference, what string) (Descriptor, error) {
-	ep := c.endpointFor(r.Registry)
-	hc, err := c.client(ctx, ep, pullScope(r.Repo))
-	if err != nil {
-		return Descriptor{}, fmt.Errorf("%s: %w", what, err)
-	}
-	resp, err := c.do(ctx, ep, hc, request{
-		method: http.MethodHead,
-		url:    ep.url("/v2/" + r.Repo + "/manifests/" + reference),
-		accept: acceptManifests,
-		what:   what,
+	var d Descriptor
+	var size int64
+	var serr error
+	lim := c.pullLimit(r.Registry)
+	err := c.pull(ctx, r, request{
+		method:  http.MethodHead,
+		accept:  acceptManifests,
+		what:    what,
+		observe: func(resp *http.Response) { lim.observe(c, resp.Header) },
+	}, "/v2/"+r.Repo+"/manifests/"+reference, func(resp *http.Response) error {
+		resp.Body.Close()
+		d = Descriptor{MediaType: contentType(resp.Header), Digest: resp.Header.Get("Docker-Content-Digest")}
+		size, serr = strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64)
+		d.Size = size
+		if r.Digest != "" && validDigest(d.Digest) && d.Digest != r.Digest {
+			return invalidf("%s: registry answered digest %s", what, d.Digest)
+		}
+		return nil
 	})
 	if err != nil {
 		return Descriptor{}, err
 	}
-	resp.Body.Close()
-	d := Descriptor{MediaType: contentType(resp.Header), Digest: resp.Header.Get("Docker-Content-Digest")}
-	size, serr := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64)
-	d.Size = size
 	if validDigest(d.Digest) && serr == nil && size > 0 && d.MediaType != "" {
-		if r.Digest != "" && d.Digest != r.Digest {
-			return Descriptor{}, invalidf("%s: registry answered digest %s", what, d.Digest)
-		}
 		return d, nil
 	}
 	c.log.Debug("HEAD lacks digest, size or type; using GET", "ref", what)
-	b, ct, err := c.get(ctx, r, "/manifests/"+reference, acceptManifests, maxDocument, what)
+	b, ct, err := c.get(ctx, r, "/manifests/"+reference, acceptManifests, maxDocument, what, r.Digest)
 	if err != nil {
 		return Descriptor{}, err
 	}
 	got := sha256Digest(b)
-	if r.Digest != "" && got != r.Digest {
-		return Descriptor{}, invalidf("%s: registry sent bytes with digest %s", what, got)
-	}
 	c.putDoc(got, b)
 	return Descriptor{MediaType: docMediaType(b, ct), Digest: got, Size: int64(len(b))}, nil
 }

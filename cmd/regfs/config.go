@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/regfs/regfs/resolver"
 )
 
 // Config is what `regfs mount` is told by its flags.
@@ -18,6 +20,10 @@ type Config struct {
 	Mountpoint string
 	Registry   string
 	Insecure   []string
+	Mirrors    []string // [REGISTRY=]HOST[:PORT], parsed against Registry at mount
+	CAFile     string
+	Rate       float64
+	Burst      int
 	CacheDir   string
 	CacheSize  int64
 	TagTTL     time.Duration
@@ -38,10 +44,14 @@ func (e usageError) Unwrap() error { return e.err }
 func mountFlags(c *Config) (*pflag.FlagSet, *string, *string) {
 	f := pflag.NewFlagSet("mount", pflag.ContinueOnError)
 	f.SortFlags = false
-	f.StringVar(&c.Registry, "registry", "docker.io", "default registry for names without a host, e.g. `ghcr.io` or `localhost:5000`")
+	f.StringVar(&c.Registry, "registry", "docker.io", "default registry (`HOST[:PORT]`) for names without a host, e.g. ghcr.io or localhost:5000")
 	f.StringArrayVar(&c.Insecure, "insecure", nil, "allow plain HTTP to `HOST[:PORT]` (repeatable; loopback hosts always are)")
+	f.StringArrayVar(&c.Mirrors, "mirror", nil, "pull through `[REGISTRY=]HOST[:PORT]` first, in order, falling back to the registry (repeatable; without REGISTRY= it mirrors --registry)")
+	f.StringVar(&c.CAFile, "ca-file", "", "PEM `FILE` of CA certificates to trust besides the system's (SSL_CERT_FILE also works)")
+	f.Float64Var(&c.Rate, "manifest-rate", resolver.DefaultManifestRate, "manifest GETs per second per registry, so that a crawl cannot exhaust a pull limit (0: unlimited)")
+	f.IntVar(&c.Burst, "manifest-burst", resolver.DefaultManifestBurst, "manifest GETs allowed at once above --manifest-rate")
 	f.StringVar(&c.CacheDir, "cache-dir", defaultCacheDir(), "on-disk cache `DIR`")
-	size := f.String("cache-size", "10GiB", "bound of the on-disk cache, e.g. `512MiB`, 10GiB, 2TB")
+	size := f.String("cache-size", "10GiB", "bound of the on-disk cache (`SIZE`), e.g. 512MiB, 10GiB, 2TB")
 	f.DurationVar(&c.TagTTL, "tag-ttl", 60*time.Second, "how long a tag's answer is kept before it is asked again")
 	f.DurationVar(&c.Timeout, "timeout", 30*time.Second, "per-request stall timeout: a request with no progress for this long fails")
 	f.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf when not root)")
@@ -87,6 +97,11 @@ func (c *Config) Validate() error {
 		return usageError{errors.New("--tag-ttl: must not be negative")}
 	case c.Timeout <= 0:
 		return usageError{errors.New("--timeout: must be positive")}
+	case c.Rate < 0 || c.Burst < 0:
+		return usageError{errors.New("--manifest-rate and --manifest-burst must not be negative")}
+	}
+	if _, err := c.mirrors(); err != nil {
+		return usageError{err}
 	}
 	for _, h := range c.Insecure {
 		if h == "" || strings.ContainsAny(h, "/ ") {
@@ -94,6 +109,19 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// mirrors parses --mirror values into the resolver's map.
+func (c *Config) mirrors() (map[string][]string, error) {
+	m := map[string][]string{}
+	for _, v := range c.Mirrors {
+		reg, host, err := resolver.ParseMirror(v, c.Registry)
+		if err != nil {
+			return nil, fmt.Errorf("--mirror %q: %w", v, err)
+		}
+		m[reg] = append(m[reg], host)
+	}
+	return m, nil
 }
 
 // defaultCacheDir is $XDG_CACHE_HOME/regfs, else ~/.cache/regfs.

@@ -61,7 +61,15 @@ func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		c.Registry = host
 	}
 
+	mirrors, err := c.mirrors()
+	if err != nil {
+		return usageError{err}
+	}
 	res, err := resolver.New(resolver.Options{
+		Mirrors:         mirrors,
+		CAFile:          c.CAFile,
+		ManifestRate:    c.Rate,
+		ManifestBurst:   c.Burst,
 		DefaultRegistry: c.Registry,
 		Insecure:        c.Insecure,
 		Timeout:         c.Timeout,
