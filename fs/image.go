@@ -142,8 +142,8 @@ func (d *platformDir) OpendirHandle(ctx context.Context, flags uint32) (gofs.Fil
 // Lookup finds a child: a listed one, or a platform under a name that
 // normalises to a listed one (aarch64, x86_64, armhf, a default variant).
 func (d *platformDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if ino, e := lookupEntry(ctx, d.EmbeddedInode(), d.entries(), name, out); e == 0 {
-		return ino, 0
+	if ino, e := lookupEntry(ctx, d.EmbeddedInode(), d.entries(), name, out); e != syscall.ENOENT {
+		return ino, e
 	}
 	want := append(slices.Clone(d.asked), name)
 	if p, ok := resolver.MatchPlatform(d.img.platforms, want); ok {
@@ -190,7 +190,9 @@ func leafEntries(m *mount, img *image, p resolver.PlatformEntry) []dirEntry {
 	es := []dirEntry{
 		bytesEntry(m, "digest", []byte(md+"\n"), forever, "digest", md),
 		docEntry(m, "manifest.json", p.Manifest.Size, forever, md, func(ctx context.Context) ([]byte, error) {
-			return m.res.Document(ctx, ref, md)
+			// Manifest refuses a document that is not an image manifest.
+			_, raw, err := m.res.Manifest(ctx, ref, md)
+			return raw, err
 		}),
 		docEntry(m, "config.json", -1, forever, md+"/config", func(ctx context.Context) ([]byte, error) {
 			man, _, err := m.res.Manifest(ctx, ref, md)
