@@ -9,6 +9,18 @@ import (
 	"github.com/regfs/regfs/resolver"
 )
 
+// passThrough reports whether an errno from below keeps its meaning at the
+// FUSE boundary; any other (ECONNRESET from a socket, EACCES from a cache
+// file) would mislead the caller and becomes EIO.
+func passThrough(e syscall.Errno) bool {
+	switch e {
+	case syscall.ENOENT, syscall.ENOTDIR, syscall.EISDIR, syscall.ELOOP,
+		syscall.ENAMETOOLONG, syscall.ENODATA, syscall.ERANGE, syscall.EINVAL, syscall.EIO:
+		return true
+	}
+	return false
+}
+
 // errno maps an error from the packages below to the errno a FUSE caller
 // sees. It is the one place that does so. Causes of EIO are logged here, once,
 // with the attributes given.
@@ -24,9 +36,12 @@ func errno(log *slog.Logger, err error, msg string, attrs ...any) syscall.Errno 
 		return syscall.ENOENT
 	case errors.Is(err, resolver.ErrDenied):
 		e = syscall.EACCES
-	case errors.As(err, &e):
-		// An errno from below (ENOENT from a merged tree, say) passes through.
+	case errors.Is(err, resolver.ErrUnavailable), errors.Is(err, resolver.ErrInvalid):
+		e = syscall.EIO
+	case errors.As(err, &e) && passThrough(e):
+		// A file system answer from below (ENOTDIR from a tree walk, say).
 	default:
+		// Anything else, network errnos such as ECONNRESET included, is EIO.
 		e = syscall.EIO
 	}
 	if e == syscall.EIO || e == syscall.EACCES {

@@ -157,7 +157,7 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseFloat(s, 64)
-	if err != nil || n < 0 {
+	if err != nil || !(n >= 0) {
 		return 0, fmt.Errorf("%q is not a size (want e.g. 512MiB, 10GiB, 2TB)", s)
 	}
 	v := n * float64(mult)

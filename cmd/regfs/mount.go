@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/spf13/pflag"
@@ -99,9 +100,20 @@ func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case <-ctx.Done():
 		log.Info("unmounting", "mountpoint", c.Mountpoint)
 		if err := server.Unmount(); err != nil {
-			return fmt.Errorf("unmount %s: %w (is a process using it? see 'regfs unmount')", c.Mountpoint, err)
+			// Busy (a file open, a shell inside): detach it lazily, as libfuse
+			// does on a signal, so that no stale mount is left behind.
+			log.Warn("mount point busy: detaching it lazily", "mountpoint", c.Mountpoint, "err", err)
+			if derr := detach(c.Mountpoint); derr != nil {
+				return fmt.Errorf("unmount %s: %w; lazy unmount: %v", c.Mountpoint, err, derr)
+			}
+			// Its last users may hold it open for long: do not wait for them.
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+			}
+		} else {
+			<-done
 		}
-		<-done
 	}
 	s := server.Stats()
 	log.Info("unmounted", "mountpoint", c.Mountpoint,
@@ -113,14 +125,16 @@ func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // checkMountpoint gives a clear error for a missing, busy or stale mount
 // point; a stale regfs mount (its daemon gone) is detached first.
 func checkMountpoint(dir string, log *slog.Logger) error {
-	st, err := os.Stat(dir)
-	if errors.Is(err, syscall.ENOTCONN) {
+	// statfs(2) always reaches the daemon; stat(2) of a dead daemon's root
+	// may be answered from the kernel's attribute cache and hide it.
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &sfs); errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {
 		log.Warn("stale mount point: detaching it", "mountpoint", dir)
 		if err := detach(dir); err != nil {
 			return fmt.Errorf("%s is a stale mount (transport endpoint is not connected) and could not be detached: %w; run 'regfs unmount %s'", dir, err, dir)
 		}
-		st, err = os.Stat(dir)
 	}
+	st, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("mount point %s does not exist (create it with 'mkdir -p %s')", dir, dir)
