@@ -111,6 +111,9 @@ func (d *nameDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	switch c.Kind {
 	case resolver.KindName:
 		e = d.nameEntry(c.Name, name)
+		if c.Offline {
+			e.ttl = 0 // made up while the registry is down: it may be a tag once it is up
+		}
 	default:
 		e = d.tagEntry(c.Ref, name)
 		if c.Ref.Digest != "" {

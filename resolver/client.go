@@ -81,6 +81,10 @@ type Child struct {
 	Name Name       // KindName: the deeper name
 	Ref  Ref        // KindTag: repository plus the tag or digest as given
 	Desc Descriptor // KindTag: what it resolves to
+	// Offline is set on a lazy KindName made up while the registry is down, from nothing
+	// cached (see Lookup): once the registry answers again the name may turn out to be a
+	// tag, so the answer should not be cached (fs: a zero entry timeout).
+	Offline bool
 }
 
 // Listing is the content of a name directory. Both slices are sorted and unique.
@@ -116,16 +120,19 @@ type Client struct {
 
 	mu        sync.Mutex
 	endpoints map[string]*endpoint       // by canonical registry; guarded by mu
-	tags      map[string]tagAnswer       // by Ref.String() of a tag ref; guarded by mu
+	tags      map[string]tagAnswer       // by Ref.String() of a tag ref, negative answers too; guarded by mu
 	digests   map[string]Descriptor      // by registry/repo@digest; guarded by mu
 	platforms map[string][]PlatformEntry // by digest; guarded by mu
 	tagLists  map[string]listAnswer      // by registry/repo; guarded by mu
 	limits    map[string]*pullLimit      // by canonical registry; guarded by mu
+	sweepAt   int                        // len(tags) at which expired negative answers are dropped; guarded by mu
 }
 
-// tagAnswer is a cached tag resolution.
+// tagAnswer is a cached tag resolution: a descriptor, or the ErrNotFound or ErrDenied
+// error the registry answered.
 type tagAnswer struct {
 	desc Descriptor
+	err  error
 	at   time.Time
 }
 

@@ -31,12 +31,42 @@
 // the registry down for a short while, during which cached answers (tags past their TTL
 // included) are served at once and uncached requests fail at once with [ErrUnavailable].
 //
+// Listings (tags/list, _catalog) are bounded as a whole: at most 1,000 pages, no page asked
+// for once the listing has run for one stall timeout, none read past two, and Link headers
+// only to the registry's own host. A listing cut short fails (ErrUnavailable for time,
+// ErrInvalid for the rest); a partial list is never returned.
+//
+// Name lookups survive an unreachable registry (see [Client.Lookup]): a deeper name that
+// the catalog (however stale) or the repositories seen so far know stays a name directory,
+// and while the registry counts as down any validly spelled name that is not a known tag
+// is a lazy name directory, under which digest references resolve from [Options.Docs] with
+// no request. So a fresh mount reaches cached images by digest while the registry is down:
+// the first request finds it down (within the stall timeout), and everything after answers
+// at once. Negative tag answers (no such tag) are kept for the tag TTL like positive ones.
+//
 // Errors are typed: test them with errors.Is against [ErrNotFound] (ENOENT), [ErrDenied]
 // (EACCES), [ErrUnavailable] and [ErrInvalid] (EIO). They name the reference and digest.
 // Docker Hub answers 401 for a repository that does not exist as well as for one that needs
 // credentials; resolver reports Hub's 401 as ErrNotFound (what "docker pull" shows as
 // "repository does not exist or may require 'docker login'"); 401 and 403 elsewhere, and 403
 // on Hub, are ErrDenied.
+//
+// # Redirects
+//
+// Redirects are followed (at most 10), blob GETs to CDNs included; the registry's
+// credentials are only ever sent to the registry's host. A redirect target that refuses
+// the request with 401, 403, 404 or 410 (an expired or revoked signed URL) is not the
+// registry refusing it: the registry is asked again at once for a fresh redirect, within
+// the retry budget, and if every attempt is refused the error is ErrUnavailable.
+//
+// Redirects to another host given as an IP literal (in any spelling a dialer accepts) are
+// checked, as go-containerregistry's checkRedirectSSRF does: link-local (169.254.0.0/16,
+// fe80::/10: cloud metadata services), unspecified and multicast addresses are refused
+// always; loopback addresses (and localhost names) unless the registry is loopback itself
+// (a registry on 127.0.0.1 may send blobs to a CDN on 127.0.0.2, which checkRedirectSSRF
+// refuses); private addresses unless the registry is loopback or private itself. A refused
+// redirect is ErrInvalid and does not mark the registry down. Redirects to DNS names are
+// followed whatever they resolve to, as go-containerregistry does.
 //
 // # Mirrors
 //

@@ -156,7 +156,7 @@ func (c *Client) newClient(ctx context.Context, ep *endpoint, scope string) (*ht
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: auth transport: %v", ErrInvalid, ep.reg, err)
 	}
-	hc := &http.Client{Transport: rt}
+	hc := newHTTPClient(rt)
 	ep.mu.Lock()
 	ep.clients[scope] = hc
 	ep.mu.Unlock()
@@ -189,7 +189,7 @@ func (c *Client) ping(ctx context.Context, ep *endpoint) (*transport.Challenge, 
 	if ch != nil {
 		return ch, nil
 	}
-	hc := &http.Client{Transport: c.base}
+	hc := newHTTPClient(c.base)
 	resp, err := c.do(ctx, ep, hc, request{
 		method: http.MethodGet,
 		url:    ep.url("/v2/"),

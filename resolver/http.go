@@ -7,7 +7,9 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -131,9 +133,11 @@ type request struct {
 	observe func(*http.Response)
 }
 
-// do performs rq with the stall timeout and bounded retries of quick failures. On success
-// the body must be closed; reading it stays under the stall timeout. Errors are classed
-// (ErrNotFound, ErrDenied, ErrUnavailable, ErrInvalid) or the caller's context error.
+// do performs rq with the stall timeout and bounded retries of quick failures; a redirect
+// target's refusal (401, 403, 404, 410 from another host than rq.url's) is retried at once,
+// for a fresh redirect. On success the body must be closed; reading it stays under the
+// stall timeout. Errors are classed (ErrNotFound, ErrDenied, ErrUnavailable, ErrInvalid)
+// or the caller's context error.
 func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq request) (*http.Response, error) {
 	if err := ep.downErr(c.now()); err != nil {
 		return nil, err
@@ -174,6 +178,9 @@ func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq reque
 				}
 				return nil, fmt.Errorf("%s %s: token: %w (%v)", rq.method, rq.what, se, err)
 			}
+			if errors.Is(err, errRedirectRefused) { // the registry is up; its answer is bad
+				return nil, fmt.Errorf("%s %s: %w: %w", rq.method, rq.what, ErrInvalid, err)
+			}
 			if retryableNetErr(err) && c.sleep(ctx, attempt, attempts, wait, budget, 0) {
 				wait *= 2
 				continue
@@ -188,6 +195,19 @@ func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq reque
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
 		stop()
+		if target := redirectTarget(resp, rq.url); target != "" && refusedByTarget(resp.StatusCode) {
+			// An expired or revoked signed URL: a new request to the registry gets a
+			// fresh redirect, at once (the registry itself did not fail).
+			c.log.Info("redirect target refused the request; asking the registry again",
+				"ref", rq.what, "target", target, "status", resp.StatusCode, "attempt", attempt)
+			if c.sleep(ctx, attempt, attempts, 0, budget, 0) {
+				continue
+			}
+			se := classify(resp.StatusCode, body, false)
+			se.class = ErrUnavailable // the registry allowed the request; its storage failed
+			se.message = "from redirect target " + target
+			return nil, fmt.Errorf("%s %s: %w", rq.method, rq.what, se)
+		}
 		if retryableStatus(resp.StatusCode) {
 			after := retryAfter(resp.Header.Get("Retry-After"), c.now())
 			if c.sleep(ctx, attempt, attempts, wait, budget, after) {
@@ -198,6 +218,29 @@ func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq reque
 		se := classify(resp.StatusCode, body, ep.hub)
 		return nil, fmt.Errorf("%s %s: %w", rq.method, rq.what, se)
 	}
+}
+
+// redirectTarget returns the host that answered resp when redirects led away from the
+// host of the request's URL (a CDN serving the registry's blobs), else "".
+func redirectTarget(resp *http.Response, orig string) string {
+	if resp.Request == nil || resp.Request.URL == nil {
+		return ""
+	}
+	u, err := url.Parse(orig)
+	if err != nil || strings.EqualFold(u.Host, resp.Request.URL.Host) {
+		return ""
+	}
+	return resp.Request.URL.Host
+}
+
+// refusedByTarget reports the statuses with which a redirect target refuses an expired,
+// revoked or otherwise stale signed URL.
+func refusedByTarget(status int) bool {
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusGone:
+		return true
+	}
+	return false
 }
 
 // once sends rq one time.

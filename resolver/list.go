@@ -12,8 +12,12 @@ import (
 	"strings"
 )
 
-// maxPages bounds a paginated listing.
-const maxPages = 10000
+// maxPages bounds the pages of one listing: 1,000 pages of a registry's usual 100 (or
+// more) entries each. A listing with more is refused with ErrInvalid.
+const maxPages = 1000
+
+// errListingDeadline is the cause of a listing's context ending at its hard deadline.
+var errListingDeadline = errors.New("listing deadline")
 
 // List returns the children of a name directory: the tags, if the name is a repository,
 // and the next path components of repositories under it (from the catalog where the
@@ -207,24 +211,47 @@ func (c *Client) fetchCatalog(ctx context.Context, ep *endpoint) ([]string, erro
 }
 
 // paginate GETs first and every page its Link headers name (rel="next", relative or
-// absolute), one request per page, handing each body to page. A link back to a page
-// already read is an ErrInvalid error.
+// absolute, on the same scheme and host), one request per page, handing each body to page.
+// A link back to a page already read, a link to another host, or more than maxPages pages
+// is an ErrInvalid error.
+//
+// The whole listing is bounded in time, not only each page by the stall timeout: no page
+// is asked for once the listing has run for one stall timeout (Options.Timeout, 30 s by
+// default: the budget of a request's retries too), and a page still being read at twice
+// the stall timeout is cut. Either way the listing fails with ErrUnavailable: a listing cut
+// short is an error, never a partial list. (A page that stalls is still a stall: its own
+// timer, started before the first bound, fires before the second and marks the registry
+// down.)
 func (c *Client) paginate(ctx context.Context, ep *endpoint, hc *http.Client, first, what string, page func([]byte) error) error {
+	softEnd := c.now().Add(c.timeout)
+	lctx, cancel := context.WithTimeoutCause(ctx, 2*c.timeout, errListingDeadline)
+	defer cancel()
+	cut := func(err error, pages int) error {
+		if ctx.Err() == nil && errors.Is(context.Cause(lctx), errListingDeadline) {
+			return fmt.Errorf("%s: %w: listing cut after %d pages and %s (%v)", what, ErrUnavailable, pages, 2*c.timeout, err)
+		}
+		return err
+	}
 	seen := map[string]bool{}
 	next := first
 	for i := 0; next != ""; i++ {
-		if seen[next] || i >= maxPages {
+		switch {
+		case seen[next]:
 			return invalidf("%s: pagination loops (page %s asked again after %d pages)", what, next, i)
+		case i >= maxPages:
+			return invalidf("%s: more than %d pages", what, maxPages)
+		case i > 0 && c.now().After(softEnd):
+			return fmt.Errorf("%s: %w: listing not done after %d pages and %s", what, ErrUnavailable, i, c.timeout)
 		}
 		seen[next] = true
-		resp, err := c.do(ctx, ep, hc, request{method: http.MethodGet, url: next, accept: "application/json", what: what})
+		resp, err := c.do(lctx, ep, hc, request{method: http.MethodGet, url: next, accept: "application/json", what: what})
 		if err != nil {
-			return err
+			return cut(err, i)
 		}
-		b, err := readAll(ctx, resp.Body, maxListPage, what)
+		b, err := readAll(lctx, resp.Body, maxListPage, what)
 		resp.Body.Close()
 		if err != nil {
-			return err
+			return cut(err, i)
 		}
 		if err := page(b); err != nil {
 			return invalidf("%s: page %d: %v", what, i+1, err)
@@ -240,6 +267,11 @@ func (c *Client) paginate(ctx context.Context, ep *endpoint, hc *http.Client, fi
 		u, err := base.Parse(link)
 		if err != nil {
 			return invalidf("%s: bad Link %q: %v", what, link, err)
+		}
+		if u.Scheme != base.Scheme || !strings.EqualFold(u.Host, base.Host) {
+			// As go-containerregistry's validatePaginationURL: a Link is no way to make
+			// the client ask another host.
+			return invalidf("%s: Link %q leaves %s://%s", what, link, base.Scheme, base.Host)
 		}
 		next = u.String()
 	}

@@ -10,8 +10,11 @@ import (
 // Resolve returns the descriptor a tag or digest reference points to. A tag is resolved by
 // a HEAD request and the answer is kept for the tag TTL; past it, or when the request
 // fails because the registry is unavailable, the last known answer is served while the
-// registry counts as down. A digest reference is answered from the DocStore when the
-// document is there, else by one HEAD, and kept forever.
+// registry counts as down. A negative answer (ErrNotFound or ErrDenied) is kept for the tag
+// TTL too, and served the same way, so that looking up deeper names under a repository
+// (where each name is first tried as a tag) does not repeat the HEAD. A digest reference is
+// answered from the DocStore when the document is there, else by one HEAD, and kept
+// forever.
 func (c *Client) Resolve(ctx context.Context, r Ref) (Descriptor, error) {
 	if r.Digest != "" {
 		return c.resolveDigest(ctx, r)
@@ -26,19 +29,20 @@ func (c *Client) Resolve(ctx context.Context, r Ref) (Descriptor, error) {
 	c.mu.Unlock()
 	now := c.now()
 	if ok && (now.Sub(cached.at) < c.tagTTL || ep.isDown(now)) {
-		return cached.desc, nil
+		return cached.desc, cached.err
 	}
 	v, err := c.flight.do(ctx, "head "+key, func(ctx context.Context) (any, error) {
 		return c.head(ctx, r, r.Tag, key)
 	})
 	if err != nil {
 		if ok && errors.Is(err, ErrUnavailable) {
-			c.log.Warn("serving stale tag answer", "ref", key, "digest", cached.desc.Digest, "err", err)
-			return cached.desc, nil
+			c.log.Warn("serving stale tag answer", "ref", key, "digest", cached.desc.Digest, "cached_err", cached.err, "err", err)
+			return cached.desc, cached.err
 		}
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDenied) {
 			c.mu.Lock()
-			delete(c.tags, key)
+			c.tags[key] = tagAnswer{err: err, at: c.now()}
+			c.sweepNegativeLocked()
 			c.mu.Unlock()
 		}
 		return Descriptor{}, err
@@ -118,4 +122,25 @@ func (c *Client) head(ctx context.Context, r Ref, reference, what string) (Descr
 	got := sha256Digest(b)
 	c.putDoc(got, b)
 	return Descriptor{MediaType: docMediaType(b, ct), Digest: got, Size: int64(len(b))}, nil
+}
+
+// minSweep is the number of cached tag answers below which expired negative answers are
+// kept.
+const minSweep = 1024
+
+// sweepNegativeLocked drops expired negative tag answers once the cache has doubled since
+// the last sweep, so that lookups of names that are no tags (a crawl, a shell's
+// completion) do not grow it without bound; the cost is amortised over the insertions.
+// c.mu must be held.
+func (c *Client) sweepNegativeLocked() {
+	if len(c.tags) < max(c.sweepAt, minSweep) {
+		return
+	}
+	now := c.now()
+	for k, a := range c.tags {
+		if a.err != nil && now.Sub(a.at) >= c.tagTTL {
+			delete(c.tags, k)
+		}
+	}
+	c.sweepAt = 2 * len(c.tags)
 }
