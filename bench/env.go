@@ -1,0 +1,383 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	stdlog "log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/regfs/regfs/internal/testenv"
+)
+
+// env is the registry, its counting proxy and the regfs mounts of one run.
+// Its methods are called from one goroutine.
+type env struct {
+	o   options
+	log *slog.Logger
+
+	registry *exec.Cmd
+	regDone  chan struct{} // closed when the registry exited
+	regOut   *bytes.Buffer
+	direct   string // the registry's own host:port (pushes go there, uncounted)
+
+	counter *testenv.Counter
+	proxy   *http.Server
+	host    string // the counted host:port every measured client uses
+
+	mounts map[*regfsProc]bool // running mounts, for close
+	nMount int
+}
+
+const registryConfig = `version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: %s
+  relativeurls: true
+`
+
+// startEnv starts docker-registry (a separate process, storage under o.work)
+// and the counting proxy in front of it.
+func startEnv(ctx context.Context, o options, log *slog.Logger) (*env, error) {
+	e := &env{o: o, log: log, mounts: map[*regfsProc]bool{}}
+	var err error
+	if e.direct, err = freeAddr(); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(o.work, "registry")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("registry directory: %w", err)
+	}
+	cfg := filepath.Join(dir, "config.yml")
+	body := fmt.Sprintf(registryConfig, filepath.Join(dir, "storage"), e.direct)
+	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+		return nil, fmt.Errorf("registry config: %w", err)
+	}
+	e.regOut = &bytes.Buffer{}
+	e.registry = exec.Command(o.registry, "serve", cfg)
+	e.registry.Stdout, e.registry.Stderr = e.regOut, e.regOut
+	e.registry.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := e.registry.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", o.registry, err)
+	}
+	e.regDone = make(chan struct{})
+	go func() {
+		_ = e.registry.Wait()
+		close(e.regDone)
+	}()
+	if err := e.waitRegistry(ctx, 15*time.Second); err != nil {
+		e.close()
+		return nil, err
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.close()
+		return nil, fmt.Errorf("proxy listener: %w", err)
+	}
+	target := &url.URL{Scheme: "http", Host: e.direct}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 32
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+		},
+		Transport: tr,
+		ErrorLog:  stdlog.New(io.Discard, "", 0),
+	}
+	e.counter = testenv.NewCounter(rp)
+	e.proxy = &http.Server{Handler: e.counter, ReadHeaderTimeout: 10 * time.Second}
+	go e.proxy.Serve(l)
+	e.host = l.Addr().String()
+	e.log.Info("registry up", "registry", e.direct, "counted", e.host)
+	return e, nil
+}
+
+// waitRegistry polls /v2/ until it answers 200.
+func (e *env) waitRegistry(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.direct+"/v2/", nil)
+		if err != nil {
+			return fmt.Errorf("registry ping: %w", err)
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-e.regDone:
+			return fmt.Errorf("docker-registry exited early: %s", e.regOut.String())
+		case <-ctx.Done():
+			return fmt.Errorf("docker-registry not ready after %v: %w", timeout, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// close unmounts what is still mounted and stops the proxy and the registry.
+func (e *env) close() {
+	for p := range e.mounts {
+		if _, err := p.unmount(); err != nil {
+			e.log.Warn("unmount at exit", "mountpoint", p.dir, "err", err)
+		}
+	}
+	if e.proxy != nil {
+		_ = e.proxy.Close()
+	}
+	if e.registry != nil && e.registry.Process != nil {
+		select {
+		case <-e.regDone:
+		default:
+			_ = e.registry.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-e.regDone:
+			case <-time.After(5 * time.Second):
+				_ = e.registry.Process.Kill()
+				<-e.regDone
+			}
+		}
+	}
+}
+
+// take returns what the counter saw since the last take and resets it.
+func (e *env) take() testenv.Counts {
+	c := e.counter.Counts()
+	e.counter.Reset()
+	return c
+}
+
+// regfsProc is one `regfs mount` process, run under GNU time -v.
+type regfsProc struct {
+	e       *env
+	dir     string // mount point
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when cmd exited
+	logPath string        // regfs's stderr
+	stats   string        // GNU time's report
+	started time.Time
+	ready   time.Duration // from exec to the mount appearing
+}
+
+// mount starts regfs on a new mount point with cacheDir and waits until the
+// mount is up.
+func (e *env) mount(ctx context.Context, cacheDir string) (*regfsProc, error) {
+	e.nMount++
+	base := filepath.Join(e.o.work, "mounts", fmt.Sprintf("m%02d", e.nMount))
+	p := &regfsProc{e: e, dir: base + ".mnt", logPath: base + ".log", stats: base + ".time", done: make(chan struct{})}
+	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("mount point: %w", err)
+	}
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		return nil, fmt.Errorf("regfs log: %w", err)
+	}
+	defer logf.Close()
+	args := []string{"-v", "-o", p.stats}
+	if e.o.perf {
+		args = append(args, "perf", "record", "-F", "999", "-g", "-q", "-o", base+".perf.data", "--")
+	}
+	args = append(args, e.o.regfs, "mount", "--registry", e.host, "--cache-dir", cacheDir,
+		"--log-level", e.o.logLevel, "--timeout", "120s", p.dir)
+	p.cmd = exec.Command(e.o.timeBin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	p.started = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting regfs: %w", err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	e.mounts[p] = true
+	deadline := time.Now().Add(15 * time.Second)
+	for !isMounted(p.dir) {
+		select {
+		case <-p.done:
+			delete(e.mounts, p)
+			return nil, fmt.Errorf("regfs exited before mounting: %s", tail(p.logPath))
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("regfs did not mount %s within 15s: %s", p.dir, tail(p.logPath))
+		}
+	}
+	p.ready = time.Since(p.started)
+	return p, nil
+}
+
+// rootfs returns the path of the benchmark image's rootfs in this mount.
+func (p *regfsProc) rootfs(img *image) string {
+	return filepath.Join(p.dir, img.repo, img.tag, img.platform, "rootfs")
+}
+
+// unmount unmounts, waits for regfs to exit and returns its peak RSS and CPU
+// time as GNU time measured them.
+func (p *regfsProc) unmount() (procStats, error) {
+	delete(p.e.mounts, p)
+	out, err := exec.Command(p.e.o.regfs, "unmount", p.dir).CombinedOutput()
+	if err != nil {
+		select {
+		case <-p.done:
+		default:
+			_ = syscall.Unmount(p.dir, syscall.MNT_DETACH)
+		}
+	}
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return procStats{}, fmt.Errorf("regfs did not exit after unmount (%v %s): %s", err, out, tail(p.logPath))
+	}
+	if err != nil {
+		return procStats{}, fmt.Errorf("regfs unmount %s: %v: %s", p.dir, err, out)
+	}
+	f, err := os.Open(p.stats)
+	if err != nil {
+		return procStats{}, fmt.Errorf("GNU time report: %w", err)
+	}
+	defer f.Close()
+	return parseTimeReport(f)
+}
+
+// isMounted reports whether dir is a mount point, from /proc/self/mountinfo.
+func isMounted(dir string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && strings.ReplaceAll(fields[4], `\040`, " ") == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// tail returns the last lines of a log file, for error messages.
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-8):], "\n")
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("probing a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// lookPath finds a bare command name on PATH.
+func lookPath(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("need %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// timed runs a bash command line (with pipefail) in dir and returns how long
+// it took, the CPU time of the command and its children, and its standard
+// output.
+func timed(ctx context.Context, script string, dir string) (wall, cpu time.Duration, stdout []byte, err error) {
+	var out, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "bash", "-o", "pipefail", "-c", script)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	start := time.Now()
+	err = cmd.Run()
+	wall = time.Since(start)
+	if cmd.ProcessState != nil {
+		cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
+	if err != nil {
+		return wall, cpu, nil, fmt.Errorf("%s: %w: %s", script, err, strings.TrimSpace(stderr.String()))
+	}
+	return wall, cpu, out.Bytes(), nil
+}
+
+// procStats is what GNU time -v reports of a process.
+type procStats struct {
+	maxRSS int64         // peak resident set size, KiB
+	cpu    time.Duration // user + system time
+}
+
+// errNoRSS is returned when GNU time's report has no peak RSS line.
+var errNoRSS = errors.New("no \"Maximum resident set size\" in GNU time's report")
+
+// parseTimeReport reads GNU time -v's report: peak RSS and CPU time.
+func parseTimeReport(r io.Reader) (procStats, error) {
+	var st procStats
+	found := false
+	s := bufio.NewScanner(r)
+	for s.Scan() {
+		k, v, ok := strings.Cut(strings.TrimSpace(s.Text()), ": ")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case "Maximum resident set size (kbytes)":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return st, fmt.Errorf("GNU time report: peak RSS %q: %w", v, err)
+			}
+			st.maxRSS, found = n, true
+		case "User time (seconds)", "System time (seconds)":
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return st, fmt.Errorf("GNU time report: %s %q: %w", k, v, err)
+			}
+			st.cpu += time.Duration(f * float64(time.Second))
+		}
+	}
+	if err := s.Err(); err != nil {
+		return st, fmt.Errorf("GNU time report: %w", err)
+	}
+	if !found {
+		return st, errNoRSS
+	}
+	return st, nil
+}
