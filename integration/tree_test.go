@@ -268,6 +268,7 @@ func TestTreeRequestBudgets(t *testing.T) {
 		srv.Reset()
 		tag := m.path(tc.repo, "latest")
 		readDir(t, tag)
+		t.Logf("cold ls %s/latest/: %d requests:\n%s", tc.repo, manifestRequests(srv.Counts()), srv.Counts())
 		if got := manifestRequests(srv.Counts()); got > tc.max {
 			t.Errorf("cold ls %s: %d requests, want at most %d:\n%s", tc.repo, got, tc.max, srv.Counts())
 		}
@@ -307,6 +308,7 @@ func TestTreeRemountUsesCache(t *testing.T) {
 	readDir(t, second.path(tag...))
 	readFile(t, second.path(append(tag, "index.json")...))
 	c := srv.Counts()
+	t.Logf("after a remount: %d requests:\n%s", manifestRequests(c), c)
 	if got := manifestRequests(c); got > 1 || c.N("GET", testenv.KindManifest) != 0 {
 		t.Errorf("after a remount: %d requests, want only the HEAD:\n%s", got, c)
 	}
