@@ -12,12 +12,26 @@ import (
 // DefaultChunkSize is the size of a Blob's chunks unless WithChunkSize says otherwise.
 const DefaultChunkSize = 1 << 20
 
+// ErrCorrupt is wrapped by the error of a read whose chunk, fetched from the source, failed
+// the Blob's verification (see WithVerify). Such a chunk is neither stored nor served.
+var ErrCorrupt = errors.New("cache: chunk does not match its recorded digest")
+
 // RangeSource is a blob on a registry (implemented by resolver).
+//
+// A Blob resumes a fetch whose body fails soon and part-way with io.ErrUnexpectedEOF or a
+// connection reset (see fetch.go); it never resumes after a failed Fetch (the source's own
+// retries are done), a context error, or an error with a Stalled() bool method that
+// reports true. (resolver fails a stalled body with an ErrUnavailable error that wraps
+// neither resumed kind, so a stall is never resumed.)
 type RangeSource interface {
 	// Fetch returns a body of the blob starting at start <= off and covering at least
 	// [off, off+n) unless the blob ends first. A registry that ignores Range gives start=0.
 	Fetch(ctx context.Context, off, n int64) (body io.ReadCloser, start int64, err error)
 }
+
+// VerifyFunc checks chunk number chunk of a blob, as fetched from its source, and returns
+// an error if its bytes are wrong.
+type VerifyFunc func(chunk int64, b []byte) error
 
 // BlobOption configures a Blob.
 type BlobOption func(*Blob)
@@ -32,6 +46,15 @@ func WithChunkSize(n int64) BlobOption {
 	}
 }
 
+// WithVerify makes the Blob check every chunk it fetches from its source with verify before
+// storing or serving it (layers.Index.VerifyChunk, for instance). A chunk that fails is
+// neither stored nor served: the reads that need it fail with an error wrapping ErrCorrupt
+// (and the next read fetches it again). Chunks read from the store are not checked again:
+// the store's checksum protects them. nil checks nothing.
+func WithVerify(verify VerifyFunc) BlobOption {
+	return func(b *Blob) { b.verify = verify }
+}
+
 // Blob is random access to one remote blob through a Store, in fixed aligned chunks. It is
 // safe for concurrent use.
 type Blob struct {
@@ -40,12 +63,18 @@ type Blob struct {
 	digest string
 	size   int64
 	chunk  int64
+	verify VerifyFunc // nil: fetched chunks are trusted
 	log    *slog.Logger
 
 	running sync.WaitGroup // fetch goroutines
 
 	mu       sync.Mutex
 	inflight map[int64]*call // guarded by mu; chunk number -> its running fetch
+	epoch    uint64          // guarded by mu and storeMu (both held to write); Purge counts
+
+	// storeMu is held shared while a fetch stores a chunk and exclusively by Purge, so that
+	// a fetch started before a Purge never stores a chunk after it.
+	storeMu sync.RWMutex
 }
 
 // call is one chunk being fetched. data and err are written once, before done is closed.
@@ -106,6 +135,31 @@ func (b *Blob) Size() int64 { return b.size }
 
 // Digest returns the blob's digest.
 func (b *Blob) Digest() string { return b.digest }
+
+// ChunkSize returns the size of the blob's chunks.
+func (b *Blob) ChunkSize() int64 { return b.chunk }
+
+// Purge deletes the blob's chunks from the store, for a caller that found the blob's bytes
+// wrong as a whole (a digest or size mismatch after a full pass): the chunks stored on the
+// way must not be served again. Fetches running at the time still deliver to the reads
+// waiting for them but store nothing; later reads fetch again. It returns the errors of
+// the deletions that failed.
+func (b *Blob) Purge() error {
+	b.storeMu.Lock()
+	defer b.storeMu.Unlock()
+	b.mu.Lock()
+	b.epoch++
+	clear(b.inflight)
+	b.mu.Unlock()
+	var errs []error
+	for c := range (b.size + b.chunk - 1) / b.chunk {
+		if err := b.s.Delete(b.key(c)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	b.log.Info("cache: blob purged", "chunks", (b.size+b.chunk-1)/b.chunk, "errors", len(errs))
+	return errors.Join(errs...)
+}
 
 // ReadAt reads len(p) bytes at off, with the io.ReaderAt contract: n < len(p) only with an
 // error, io.EOF when the blob ends first. The chunks it needs that the store lacks are fetched,
@@ -184,6 +238,7 @@ func (b *Blob) start(ctx context.Context, first, last, maxRun int64) []chunkRef 
 	}
 	var runs []run
 	b.mu.Lock()
+	epoch := b.epoch
 	for _, c := range missing {
 		if cl := b.inflight[c]; cl != nil {
 			refs[c-first].c = cl
@@ -208,7 +263,7 @@ func (b *Blob) start(ctx context.Context, first, last, maxRun int64) []chunkRef 
 	b.mu.Unlock()
 	shared := context.WithoutCancel(ctx)
 	for _, r := range runs {
-		b.running.Go(func() { b.fetch(shared, r.first, r.calls) })
+		b.running.Go(func() { b.fetch(shared, r.first, r.calls, epoch) })
 	}
 	return refs
 }

@@ -38,6 +38,14 @@
 // the fetch goes on for the others and fills the cache. Fetched chunks are served from memory,
 // so a read returns the right bytes even when the store is too small to keep them.
 //
+// A body that fails part-way with a reset connection or an early end is fetched again from
+// its first chunk not yet delivered, at most twice more and only within half a second of the
+// fetch's start (a quick failure); a stall or a context error is not retried. With [WithVerify], every chunk fetched from the source is checked (against the
+// digests a layer index recorded) before it is stored or served: a chunk that fails is
+// dropped and its reads fail with an error wrapping [ErrCorrupt]. Chunks read back from the
+// store are protected by its checksum. [Blob.Purge] deletes a blob's chunks, for a caller
+// that found the blob wrong as a whole after a full pass.
+//
 // [Blob.Reader] streams a blob sequentially for one-pass work such as building a layer index:
 // it reads ahead several chunks per request, two requests at a time, and fills the cache too.
 //

@@ -42,6 +42,16 @@ type fakeSource struct {
 	ranges  [][2]int64 // guarded by mu; (off, n) of each fetch
 	ctxErrs int        // guarded by mu; fetches whose ctx had ended when the body was made
 	started chan struct{}
+	// tamper, if set, makes the body of the fetch'th fetch (1-based) of the bytes b, which
+	// start at blob offset start, in the range and full modes. Guarded by mu.
+	tamper func(fetch int, start int64, b []byte) io.Reader
+}
+
+// setTamper sets f.tamper.
+func (f *fakeSource) setTamper(fn func(fetch int, start int64, b []byte) io.Reader) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tamper = fn
 }
 
 func newFakeSource(data []byte) *fakeSource {
@@ -68,7 +78,7 @@ func (f *fakeSource) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, in
 	f.mu.Lock()
 	f.fetches++
 	f.ranges = append(f.ranges, [2]int64{off, n})
-	gate, mode := f.gate, f.mode
+	gate, mode, tamper, nth := f.gate, f.mode, f.tamper, f.fetches
 	f.mu.Unlock()
 	select {
 	case f.started <- struct{}{}:
@@ -104,6 +114,9 @@ func (f *fakeSource) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, in
 		f.ctxErrs++
 	}
 	f.mu.Unlock()
+	if tamper != nil && (mode == modeRange || mode == modeFull) {
+		return io.NopCloser(tamper(nth, start, bytes.Clone(f.data[start:end]))), start, nil
+	}
 	return io.NopCloser(bytes.NewReader(f.data[start:end])), start, nil
 }
 
@@ -180,3 +193,46 @@ func entryFiles(t *testing.T, dir string) []string {
 func digestOf(s string) string {
 	return fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(s)))
 }
+
+// chunkSums returns the sha256 of each chunk-byte chunk of data and a VerifyFunc that checks
+// fetched chunks against them.
+func chunkSums(data []byte, chunk int) VerifyFunc {
+	var sums [][sha256.Size]byte
+	for off := 0; off < len(data); off += chunk {
+		sums = append(sums, sha256.Sum256(data[off:min(off+chunk, len(data))]))
+	}
+	return func(c int64, b []byte) error {
+		if c < 0 || c >= int64(len(sums)) || sha256.Sum256(b) != sums[c] {
+			return fmt.Errorf("chunk %d: sha256 mismatch", c)
+		}
+		return nil
+	}
+}
+
+// flipAt returns a tamper func that flips the lowest bit of the byte at blob offset off
+// in the bodies that cover it, for fetches whose number passes which (nil: every one).
+func flipAt(off int64, which func(fetch int) bool) func(int, int64, []byte) io.Reader {
+	return func(fetch int, start int64, b []byte) io.Reader {
+		if (which == nil || which(fetch)) && off >= start && off < start+int64(len(b)) {
+			b[off-start] ^= 1
+		}
+		return bytes.NewReader(b)
+	}
+}
+
+// failAfter returns a tamper func whose body gives n bytes, then err, for fetches whose
+// number passes which (nil: every one).
+func failAfter(n int, err error, which func(fetch int) bool) func(int, int64, []byte) io.Reader {
+	return func(fetch int, start int64, b []byte) io.Reader {
+		if which != nil && !which(fetch) {
+			return bytes.NewReader(b)
+		}
+		return io.MultiReader(bytes.NewReader(b[:min(n, len(b))]), iotest.ErrReader(err))
+	}
+}
+
+// stallErr is an error that says the source stalled, as RangeSource allows.
+type stallErr struct{}
+
+func (stallErr) Error() string { return "fake: no progress" }
+func (stallErr) Stalled() bool { return true }

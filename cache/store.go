@@ -236,6 +236,29 @@ func (s *Store) Put(k Key, b []byte) error {
 	return nil
 }
 
+// Delete removes the entry of k, if any. Deleting a key the store does not hold is not an
+// error. A Get racing with Delete returns the entry or ErrMiss, never a torn payload.
+func (s *Store) Delete(k Key) error {
+	rel, err := k.rel()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	e := s.entries[k]
+	if e == nil {
+		return nil
+	}
+	s.dropLocked(e)
+	if err := os.Remove(filepath.Join(s.data, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cache: delete %v: %w", k, err)
+	}
+	return nil
+}
+
 // Stats returns the store's counters and size.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()

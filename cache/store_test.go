@@ -117,6 +117,52 @@ func TestPutReplaces(t *testing.T) {
 	}
 }
 
+func TestDelete(t *testing.T) {
+	s := openStore(t, t.TempDir(), 1<<20)
+	keep := Key{KindChunk, digestOf("blob"), 1}
+	gone := Key{KindChunk, digestOf("blob"), 2}
+	for _, k := range []Key{keep, gone} {
+		if err := s.Put(k, randomBytes(uint64(k.N), 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Delete(gone); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, err := s.Get(gone); !errors.Is(err, ErrMiss) {
+		t.Errorf("Get after Delete: %v, want ErrMiss", err)
+	}
+	if _, err := s.Get(keep); err != nil {
+		t.Errorf("Get of the other key: %v", err)
+	}
+	if got := len(entryFiles(t, s.dir)); got != 1 {
+		t.Errorf("%d entry files on disk, want 1", got)
+	}
+	if st := s.Stats(); st.Entries != 1 || st.Bytes != headerSize+100 {
+		t.Errorf("Stats = %+v, want 1 entry of %d bytes", st, headerSize+100)
+	}
+	tests := []struct {
+		name string
+		key  Key
+		want error // nil: no error
+	}{
+		{"absent key", Key{KindChunk, digestOf("blob"), 9}, nil},
+		{"deleted twice", gone, nil},
+		{"invalid key", Key{KindChunk, "nodigest", 0}, ErrInvalidKey},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := s.Delete(tt.key); !errors.Is(err, tt.want) {
+				t.Errorf("Delete(%v) = %v, want %v", tt.key, err, tt.want)
+			}
+		})
+	}
+	s.Close()
+	if err := s.Delete(keep); !errors.Is(err, ErrClosed) {
+		t.Errorf("Delete after Close = %v, want ErrClosed", err)
+	}
+}
+
 func TestCorruptEntryIsMiss(t *testing.T) {
 	other := Key{KindChunk, digestOf("other"), 0}
 	tests := []struct {
