@@ -21,9 +21,9 @@ type Images struct {
 	index *layers.Indexer
 	log   *slog.Logger
 
-	mu     sync.Mutex
-	builds map[string]*build        // guarded by mu; by manifest digest
-	blobs  map[string]*layers.Layer // guarded by mu; by layer digest
+	mu      sync.Mutex
+	builds  map[string]*build        // guarded by mu; by manifest digest
+	indexed map[string]*layers.Layer // guarded by mu; by layer digest
 }
 
 var _ RootfsOpener = (*Images)(nil)
@@ -42,7 +42,7 @@ func NewImages(res *resolver.Client, store *cache.Store, index *layers.Indexer, 
 	}
 	return &Images{
 		res: res, store: store, index: index, log: log,
-		builds: map[string]*build{}, blobs: map[string]*layers.Layer{},
+		builds: map[string]*build{}, indexed: map[string]*layers.Layer{},
 	}
 }
 
@@ -121,22 +121,26 @@ func (im *Images) merge(ctx context.Context, ref resolver.Ref, manifest resolver
 // layer returns the indexed layer d, shared by every image that has it.
 func (im *Images) layer(ctx context.Context, ref resolver.Ref, d resolver.Descriptor) (*layers.Layer, error) {
 	im.mu.Lock()
-	l, ok := im.blobs[d.Digest]
+	l, ok := im.indexed[d.Digest]
 	im.mu.Unlock()
 	if ok {
 		return l, nil
 	}
-	blob := cache.NewBlob(im.store, im.res.BlobSource(ref, d.Digest, d.Size), d.Digest, d.Size)
-	x, err := im.index.Index(ctx, blob, d.Digest)
+	src := im.res.BlobSource(ref, d.Digest, d.Size)
+	x, err := im.index.IndexAnnotated(ctx, cache.NewBlob(im.store, src, d.Digest, d.Size), d.Digest, d.Annotations)
 	if err != nil {
 		return nil, err
 	}
+	// The index pass checked the whole blob; later range reads check each
+	// fetched chunk against the digests the pass recorded.
+	blob := cache.NewBlob(im.store, src, d.Digest, d.Size,
+		cache.WithChunkSize(x.ChunkSize()), cache.WithVerify(x.VerifyChunk))
 	l = layers.NewLayer(x, blob, decodedStore{im.store}, im.log)
 	im.mu.Lock()
-	if prev, ok := im.blobs[d.Digest]; ok {
+	if prev, ok := im.indexed[d.Digest]; ok {
 		l = prev
 	} else {
-		im.blobs[d.Digest] = l
+		im.indexed[d.Digest] = l
 	}
 	im.mu.Unlock()
 	return l, nil

@@ -42,6 +42,10 @@ func (f Format) String() string {
 		return "gzip"
 	case FormatZstd:
 		return "zstd"
+	case FormatEStargz:
+		return "estargz"
+	case FormatZstdChunked:
+		return "zstd:chunked"
 	}
 	return fmt.Sprintf("format(%d)", uint8(f))
 }

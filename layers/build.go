@@ -2,6 +2,7 @@ package layers
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/regfs/regfs/cache"
 	"github.com/regfs/regfs/layers/inflate"
 )
 
@@ -35,8 +37,9 @@ var ErrDigestMismatch = errors.New("layers: blob does not match its digest")
 type BuildOption func(*buildOptions)
 
 type buildOptions struct {
-	source io.Reader
-	span   int64
+	source    io.Reader
+	span      int64
+	chunkSize int64
 }
 
 // WithSource makes BuildIndex read the blob's bytes, from offset 0 to the end, from r
@@ -47,6 +50,11 @@ func WithSource(r io.Reader) BuildOption { return func(o *buildOptions) { o.sour
 // layers over 1 GiB). Tests use small spans.
 func WithSpan(n int64) BuildOption { return func(o *buildOptions) { o.span = n } }
 
+// WithChunkSize sets the size of the blob chunks whose digests the index records (see
+// Index.VerifyChunk). The default is the blob reader's own chunk size if it has a
+// ChunkSize method (cache.Blob), else cache.DefaultChunkSize.
+func WithChunkSize(n int64) BuildOption { return func(o *buildOptions) { o.chunkSize = n } }
+
 // spanFor returns the restart point distance for a blob of the given compressed size:
 // 1 MiB, widened above 1 GiB so that a layer has at most about 1024 of them per GiB of
 // compressed input and its index stays near 1% of the uncompressed size.
@@ -56,7 +64,8 @@ func spanFor(size int64) int64 {
 
 // BuildIndex makes one streaming pass over the layer blob b: it detects the format,
 // decompresses, lists the tar entries with their data offsets, records restart points,
-// and verifies the blob's bytes against digest ("sha256:<hex>" or "sha512:<hex>").
+// verifies the blob's bytes against digest ("sha256:<hex>" or "sha512:<hex>"), and
+// records the sha256 of each chunk of the blob (see WithChunkSize) for later range reads.
 // Any failure (truncation, garbage, a malformed header, a digest mismatch) is an error
 // naming the digest: the layer is unreadable as a whole.
 //
@@ -79,6 +88,9 @@ func BuildIndex(ctx context.Context, b BlobReader, digest string, log *slog.Logg
 	if o.span <= 0 {
 		o.span = spanFor(b.Size())
 	}
+	if o.chunkSize <= 0 {
+		o.chunkSize = cmp.Or(chunkSizeOf(b), cache.DefaultChunkSize)
+	}
 	var src io.Reader
 	switch sr, ok := b.(sequentialOpener); {
 	case o.source != nil:
@@ -89,7 +101,7 @@ func BuildIndex(ctx context.Context, b BlobReader, digest string, log *slog.Logg
 		src = newSeqReader(ctx, b, 0, passReadSize)
 	}
 	start := time.Now()
-	hasher := newAsyncHasher(h)
+	hasher := newAsyncHasher(h, o.chunkSize)
 	defer hasher.Close()
 	pr := &passReader{
 		r: ctxReader{ctx, src}, h: hasher, log: log, digest: digest, size: b.Size(),
@@ -117,6 +129,7 @@ func BuildIndex(ctx context.Context, b BlobReader, digest string, log *slog.Logg
 	if got := hasher.Sum(); string(got) != string(want) {
 		return nil, fmt.Errorf("%w: %s hashes to %x", ErrDigestMismatch, digest, got)
 	}
+	x.chunks = blobChunks{size: o.chunkSize, blob: pr.n, sums: hasher.ChunkSums()}
 	elapsed := time.Since(start)
 	log.Debug("layer indexed", "digest", digest, "format", format.String(), "bytes", pr.n,
 		"uncompressed", x.Size, "entries", len(x.Entries), "restarts", x.RestartPoints(),

@@ -29,7 +29,9 @@ type Entry struct {
 type Fragment struct{ Logical, Length, Physical int64 }
 
 // Index is what one streaming pass learns of a layer: its entries and the restart
-// points of its compressed stream. An Index is immutable once built.
+// points of its compressed stream. An Index is immutable once built. The index of an
+// eStargz or zstd:chunked layer comes from its TOC instead (BuildTOCIndex), and its
+// stream is synthetic: the files' data in TOC order, without tar headers.
 type Index struct {
 	Digest  string
 	Format  Format
@@ -39,14 +41,17 @@ type Index struct {
 	span        int64                // distance between restart points when built
 	checkpoints []inflate.Checkpoint // gzip: sorted by Out, the first at Out 0
 	frames      []frameStart         // zstd: sorted by Out, the first at Out 0
+	toc         []tocChunk           // eStargz, zstd:chunked: contiguous from Out 0 to Size; see toc.go
+
+	chunks blobChunks // digests of the compressed blob's chunks (full pass only); see blobchunks.go
 }
 
 // frameStart is a zstd restart point: a frame begins at byte In of the blob and
 // decodes to the uncompressed stream from Out on.
 type frameStart struct{ In, Out int64 }
 
-// RestartPoints returns how many restart points (gzip checkpoints or zstd frame starts)
-// the index holds; a plain tar has none.
+// RestartPoints returns how many restart points (gzip checkpoints, zstd frame starts, or
+// the chunks of a TOC layer) the index holds; a plain tar has none.
 func (x *Index) RestartPoints() int {
-	return len(x.checkpoints) + len(x.frames)
+	return len(x.checkpoints) + len(x.frames) + len(x.toc)
 }

@@ -42,12 +42,21 @@ func NewIndexer(store IndexStore, log *slog.Logger, opts ...BuildOption) *Indexe
 // its cancellation; stalls are the blob source's to fail): a caller whose ctx ends
 // returns ctx.Err() alone and the build goes on for the others and for the store.
 func (ix *Indexer) Index(ctx context.Context, b BlobReader, digest string) (*Index, error) {
+	return ix.IndexAnnotated(ctx, b, digest, nil)
+}
+
+// IndexAnnotated is Index for a layer whose manifest descriptor has annotations. A
+// layer whose annotations pin an eStargz or zstd:chunked TOC is indexed from its TOC
+// without reading its body (see BuildTOCIndex); any other layer, or one whose TOC turns
+// out unusable (ErrNoTOC), with a full pass. The annotations of the first caller for a
+// digest are the ones used.
+func (ix *Indexer) IndexAnnotated(ctx context.Context, b BlobReader, digest string, annotations map[string]string) (*Index, error) {
 	ix.mu.Lock()
 	call, ok := ix.calls[digest]
 	if !ok {
 		call = &indexCall{done: make(chan struct{})}
 		ix.calls[digest] = call
-		go ix.run(context.WithoutCancel(ctx), b, digest, call)
+		go ix.run(context.WithoutCancel(ctx), b, digest, annotations, call)
 	} else {
 		ix.log.Debug("waiting for a layer index in progress", "digest", digest)
 	}
@@ -60,7 +69,7 @@ func (ix *Indexer) Index(ctx context.Context, b BlobReader, digest string) (*Ind
 	}
 }
 
-func (ix *Indexer) run(ctx context.Context, b BlobReader, digest string, call *indexCall) {
+func (ix *Indexer) run(ctx context.Context, b BlobReader, digest string, annotations map[string]string, call *indexCall) {
 	defer func() {
 		ix.mu.Lock()
 		delete(ix.calls, digest)
@@ -71,9 +80,10 @@ func (ix *Indexer) run(ctx context.Context, b BlobReader, digest string, call *i
 		call.x = x
 		return
 	}
-	call.x, call.err = BuildIndex(ctx, b, digest, ix.log, ix.opts...)
+	call.x, call.err = ix.build(ctx, b, digest, annotations) // toc_indexer.go
 	if call.err != nil {
 		ix.log.Warn("layer index failed", "digest", digest, "err", call.err)
+		purgeBlob(b, digest, ix.log) // blobchunks.go
 		return
 	}
 	if ix.store == nil {

@@ -69,6 +69,8 @@ type Layer struct {
 	cachedN  int64               // guarded by mu; invariant: sum of len(cached[i].b)
 	inflight map[int64]*unitCall // guarded by mu; by unit start
 
+	tocVerified map[int]bool // guarded by mu; long TOC chunks (by index) whose digest was checked
+
 	decoded  atomic.Int64
 	resumes  atomic.Int64
 	unitHits atomic.Int64

@@ -11,10 +11,11 @@ import (
 	"github.com/regfs/regfs/layers/inflate"
 )
 
-// indexMagic opens a marshalled Index; the byte after it is the version.
+// indexMagic opens a marshalled Index; the byte after it is the version. Version 2 added
+// the blob chunk digests: a stored index of another version is rebuilt.
 const (
 	indexMagic   = "regfsidx"
-	indexVersion = 1
+	indexVersion = 2
 )
 
 // ErrBadIndex is returned by UnmarshalBinary for bytes that are not a valid index.
@@ -87,7 +88,10 @@ func (x *Index) MarshalBinary() ([]byte, error) {
 			e.varint(f.Out - prev.Out)
 			prev = f
 		}
+	case FormatEStargz, FormatZstdChunked:
+		x.marshalTOC(&e) // toc_marshal.go
 	}
+	x.marshalBlobChunks(&e) // blobchunks.go
 	e.b = binary.LittleEndian.AppendUint32(e.b, crc32.Checksum(e.b, crcTable))
 	return e.b, nil
 }
@@ -183,9 +187,12 @@ func unmarshalIndex(b []byte) (*Index, error) {
 			prev = frameStart{In: prev.In + d.varint(), Out: prev.Out + d.varint()}
 			x.frames[i] = prev
 		}
+	case FormatEStargz, FormatZstdChunked:
+		x.unmarshalTOC(&d) // toc_marshal.go
 	default:
 		return nil, fmt.Errorf("unknown format %d", x.Format)
 	}
+	x.unmarshalBlobChunks(&d) // blobchunks.go
 	if d.err != nil {
 		return nil, d.err
 	}
@@ -241,7 +248,10 @@ func (x *Index) validate() error {
 	if x.Format == FormatZstd && len(x.frames) == 0 {
 		return errors.New("zstd index without frames")
 	}
-	return nil
+	if err := x.validateBlobChunks(); err != nil { // blobchunks.go
+		return err
+	}
+	return x.validateTOC() // toc_marshal.go
 }
 
 func commonPrefix(a, b string) int {

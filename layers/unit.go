@@ -35,6 +35,9 @@ func (l *Layer) restartOut(i int) int64 {
 
 // unitAt returns the unit holding stream offset off (0 <= off < Size).
 func (l *Layer) unitAt(off int64) unitRef {
+	if l.x.toc != nil {
+		return l.tocUnitAt(off) // eStargz, zstd:chunked: see toc_read.go
+	}
 	if l.x.Format == FormatZstd {
 		fs := l.x.frames
 		i := sort.Search(len(fs), func(i int) bool { return fs[i].Out > off }) - 1
@@ -111,6 +114,9 @@ func (l *Layer) useDecodedCache(u unitRef) bool {
 
 // decodeUnit decodes u with an idle decoder or a new one from u's restart point.
 func (l *Layer) decodeUnit(ctx context.Context, u unitRef) ([]byte, error) {
+	if l.x.toc != nil {
+		return l.decodeTOCUnit(ctx, u) // eStargz, zstd:chunked: see toc_read.go
+	}
 	useDC := l.useDecodedCache(u)
 	if useDC {
 		if b, err := l.dec.Get(l.x.Digest, u.start/DecodedChunkSize); err == nil && int64(len(b)) == u.end-u.start {
