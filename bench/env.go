@@ -7,12 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,9 +27,7 @@ type env struct {
 	o   options
 	log *slog.Logger
 
-	registry *exec.Cmd
-	regDone  chan struct{} // closed when the registry exited
-	regOut   *bytes.Buffer
+	registry *testenv.RegistryProcess
 	direct   string // the registry's own host:port (pushes go there, uncounted)
 
 	counter *testenv.Counter
@@ -43,106 +38,33 @@ type env struct {
 	nMount int
 }
 
-const registryConfig = `version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: %s
-  relativeurls: true
-`
-
 // startEnv starts docker-registry (a separate process, storage under o.work)
 // and the counting proxy in front of it.
 func startEnv(ctx context.Context, o options, log *slog.Logger) (*env, error) {
 	e := &env{o: o, log: log, mounts: map[*regfsProc]bool{}}
-	var err error
-	if e.direct, err = freeAddr(); err != nil {
-		return nil, err
-	}
 	dir := filepath.Join(o.work, "registry")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("registry directory: %w", err)
 	}
-	cfg := filepath.Join(dir, "config.yml")
-	body := fmt.Sprintf(registryConfig, filepath.Join(dir, "storage"), e.direct)
-	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
-		return nil, fmt.Errorf("registry config: %w", err)
-	}
-	e.regOut = &bytes.Buffer{}
-	e.registry = exec.Command(o.registry, "serve", cfg)
-	e.registry.Stdout, e.registry.Stderr = e.regOut, e.regOut
-	e.registry.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := e.registry.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", o.registry, err)
-	}
-	e.regDone = make(chan struct{})
-	go func() {
-		_ = e.registry.Wait()
-		close(e.regDone)
-	}()
-	if err := e.waitRegistry(ctx, 15*time.Second); err != nil {
-		e.close()
+	var err error
+	if e.registry, err = testenv.StartRegistry(ctx, dir, testenv.RegistryOptions{Binary: o.registry}); err != nil {
 		return nil, err
 	}
+	e.direct = e.registry.Host()
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		e.close()
 		return nil, fmt.Errorf("proxy listener: %w", err)
 	}
-	target := &url.URL{Scheme: "http", Host: e.direct}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+	rp, tr := testenv.ReverseProxy(e.direct)
 	tr.MaxIdleConnsPerHost = 32
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(target)
-			pr.Out.Host = pr.In.Host
-		},
-		Transport: tr,
-		ErrorLog:  stdlog.New(io.Discard, "", 0),
-	}
 	e.counter = testenv.NewCounter(rp)
 	e.proxy = &http.Server{Handler: e.counter, ReadHeaderTimeout: 10 * time.Second}
 	go e.proxy.Serve(l)
 	e.host = l.Addr().String()
 	e.log.Info("registry up", "registry", e.direct, "counted", e.host)
 	return e, nil
-}
-
-// waitRegistry polls /v2/ until it answers 200.
-func (e *env) waitRegistry(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.direct+"/v2/", nil)
-		if err != nil {
-			return fmt.Errorf("registry ping: %w", err)
-		}
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-e.regDone:
-			return fmt.Errorf("docker-registry exited early: %s", e.regOut.String())
-		case <-ctx.Done():
-			return fmt.Errorf("docker-registry not ready after %v: %w", timeout, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // close unmounts what is still mounted and stops the proxy and the registry.
@@ -155,18 +77,8 @@ func (e *env) close() {
 	if e.proxy != nil {
 		_ = e.proxy.Close()
 	}
-	if e.registry != nil && e.registry.Process != nil {
-		select {
-		case <-e.regDone:
-		default:
-			_ = e.registry.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-e.regDone:
-			case <-time.After(5 * time.Second):
-				_ = e.registry.Process.Kill()
-				<-e.regDone
-			}
-		}
+	if e.registry != nil {
+		e.registry.Stop()
 	}
 }
 
@@ -298,15 +210,6 @@ func tail(path string) string {
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return strings.Join(lines[max(0, len(lines)-8):], "\n")
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("probing a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // lookPath finds a bare command name on PATH.

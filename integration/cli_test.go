@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -75,29 +74,11 @@ func cliBuild() (string, error) {
 	return bin, nil
 }
 
-// cliOutput is an io.Writer safe to read while a process writes to it.
-type cliOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (o *cliOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *cliOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
 // cliDaemon is a `regfs mount` running in the background.
 type cliDaemon struct {
 	mnt    string
 	cmd    *exec.Cmd
-	out    *cliOutput    // stdout and stderr
+	out    *syncBuffer   // stdout and stderr
 	exited chan struct{} // closed when the process has exited
 	err    error         // Wait's result, set before exited is closed
 }
@@ -108,7 +89,7 @@ type cliDaemon struct {
 func cliStart(t *testing.T, cacheDir, mnt string, extra ...string) *cliDaemon {
 	t.Helper()
 	args := append([]string{"mount", "--demo", "--cache-dir", cacheDir}, extra...)
-	d := &cliDaemon{mnt: mnt, out: &cliOutput{}, exited: make(chan struct{})}
+	d := &cliDaemon{mnt: mnt, out: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(cliBinary(t), append(args, mnt)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
@@ -299,9 +280,8 @@ func TestCLIDemoMount(t *testing.T) {
 			t.Errorf("mount options %s lack %s", fields[3], want)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(mnt, "demo", "x"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
-		t.Errorf("writing into the mount: %v, want EROFS", err)
-	}
+	err = os.WriteFile(filepath.Join(mnt, "demo", "x"), nil, 0o644)
+	wantErrno(t, "writing into the mount", err, syscall.EROFS)
 }
 
 // TestCLIStop stops a running mount in each way a user can and checks that
@@ -466,12 +446,9 @@ func cliStale(t *testing.T, cacheDir, mnt string) {
 	// caches the root's for long), so force a round trip as `stat` does.
 	var stx unix.Statx_t
 	err := unix.Statx(unix.AT_FDCWD, mnt, unix.AT_STATX_FORCE_SYNC, unix.STATX_BASIC_STATS, &stx)
-	if !errors.Is(err, syscall.ENOTCONN) {
-		t.Errorf("stat %s of a stale mount: %v, want ENOTCONN", mnt, err)
-	}
-	if _, err := os.ReadDir(mnt); !errors.Is(err, syscall.ENOTCONN) {
-		t.Errorf("ls %s of a stale mount: %v, want ENOTCONN", mnt, err)
-	}
+	wantErrno(t, "stat "+mnt+" of a stale mount", err, syscall.ENOTCONN)
+	_, err = os.ReadDir(mnt)
+	wantErrno(t, "ls "+mnt+" of a stale mount", err, syscall.ENOTCONN)
 }
 
 // TestCLIStaleUnmount clears a stale mount with `regfs unmount`, then mounts

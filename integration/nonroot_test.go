@@ -142,16 +142,8 @@ func TestNonRootMount(t *testing.T) {
 	}
 }
 
-// isMountpoint reports whether dir is a mount point, from /proc/self/mountinfo.
+// isMountpoint reports whether dir is a mount point.
 func isMountpoint(dir string) bool {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
-			return true
-		}
-	}
-	return false
+	_, ok := cliMountEntry(dir)
+	return ok
 }

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,28 +46,6 @@ func object(t *testing.T, set fixture.Set, repo, tag string) interface {
 	}
 	t.Fatalf("no %s:%s in the fixture set", repo, tag)
 	return nil
-}
-
-func readDir(t *testing.T, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatalf("readdir: %v", err)
-	}
-	names := make([]string, len(es))
-	for i, e := range es {
-		names[i] = e.Name()
-	}
-	return names
-}
-
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return string(b)
 }
 
 func digestOf(t *testing.T, o interface{ Digest() (v1.Hash, error) }) string {
@@ -236,9 +213,8 @@ func TestTreeReferences(t *testing.T) {
 		m.path(fixture.TreeOCIRepo, "Not:A:Tag"),
 		m.path("org", "nosuch", "thing"),
 	} {
-		if _, err := os.Stat(p); !errors.Is(err, syscall.ENOENT) {
-			t.Errorf("stat %s: %v, want ENOENT", p, err)
-		}
+		_, err := os.Stat(p)
+		wantErrno(t, "stat "+p, err, syscall.ENOENT)
 	}
 }
 

@@ -15,5 +15,8 @@
 // a temporary directory; [InProcessRegistry] serves go-containerregistry's
 // in-memory registry. Both put a [Counter] in front: [Server.Host] is the
 // counted address, [Server.DirectHost] the uncounted one (for pushing
-// fixtures without disturbing counts).
+// fixtures without disturbing counts). [RegistryWithOptions] runs
+// docker-registry with options, such as a pull-through cache of another
+// registry; [StartRegistry] starts the process alone, with no testing.T, for
+// programs such as the benchmark.
 package testenv

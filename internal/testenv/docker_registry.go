@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -57,32 +58,48 @@ func RequireRegistry(t testing.TB) string {
 // the test failed.
 func Registry(t testing.TB) *Server {
 	t.Helper()
-	bin := RequireRegistry(t)
-	dir := t.TempDir()
-	var (
-		p   *registryProcess
-		err error
-	)
-	for range 3 { // a free port may be taken between probing and binding
-		if p, err = startRegistry(bin, dir); err == nil {
-			break
-		}
+	return RegistryWithOptions(t, RegistryOptions{})
+}
+
+// RegistryWithOptions is [Registry] with o (o.Binary "" means
+// [RequireRegistry]'s binary). [Server.Storage] is its storage directory.
+func RegistryWithOptions(t testing.TB, o RegistryOptions) *Server {
+	t.Helper()
+	if o.Binary == "" {
+		o.Binary = RequireRegistry(t)
 	}
+	p, err := StartRegistry(context.Background(), t.TempDir(), o)
 	if err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		out := p.stop()
+		out := p.Stop()
 		if t.Failed() {
 			t.Logf("docker-registry log:\n%s", out)
 		}
 	})
-	rp, tr := reverseProxy(p.host)
+	rp, tr := ReverseProxy(p.Host())
 	t.Cleanup(tr.CloseIdleConnections)
-	return withProxy(t, p.host, NewCounter(rp))
+	s := withProxy(t, p.Host(), NewCounter(rp))
+	s.storage = p.Storage()
+	return s
 }
 
-const registryConfig = `version: 0.1
+// RegistryOptions configures a docker-registry started by [StartRegistry].
+type RegistryOptions struct {
+	// Binary is the docker-registry to run; "" means [RegistryBinary].
+	Binary string
+	// ProxyRemoteURL, if set, makes the registry a pull-through cache of
+	// the registry at this URL (e.g. "http://127.0.0.1:5000"); deletes are
+	// then disabled.
+	ProxyRemoteURL string
+}
+
+// registryConfig returns a distribution 2.8 configuration: filesystem
+// storage under storage, no auth, warn-level logs, the API at addr.
+func registryConfig(storage, addr string, o RegistryOptions) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `version: 0.1
 log:
   level: warn
   accesslog:
@@ -90,25 +107,62 @@ log:
 storage:
   filesystem:
     rootdirectory: %s
-  delete:
+`, storage)
+	if o.ProxyRemoteURL == "" {
+		b.WriteString(`  delete:
     enabled: true
-  maintenance:
+`)
+	}
+	fmt.Fprintf(&b, `  maintenance:
     uploadpurging:
       enabled: false
 http:
   addr: %s
   relativeurls: true
-`
-
-// registryProcess is a running docker-registry.
-type registryProcess struct {
-	host string
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{} // closed when cmd.Wait returned
+`, addr)
+	if o.ProxyRemoteURL != "" {
+		fmt.Fprintf(&b, "proxy:\n  remoteurl: %s\n", o.ProxyRemoteURL)
+	}
+	return b.String()
 }
 
-func startRegistry(bin, dir string) (*registryProcess, error) {
+// RegistryProcess is a running docker-registry. It is killed if the process
+// that started it dies. Safe for concurrent use.
+type RegistryProcess struct {
+	host    string
+	storage string
+	cmd     *exec.Cmd
+	out     *SyncBuffer
+	done    chan struct{} // closed when cmd.Wait returned
+}
+
+// StartRegistry runs a docker-registry on a free loopback port, with its
+// configuration files in dir and its storage in dir/storage, and waits
+// (bounded by ctx and 15 s) until /v2/ answers. It tries three ports, as a
+// free port may be taken between probing and binding. Stop it with
+// [RegistryProcess.Stop].
+func StartRegistry(ctx context.Context, dir string, o RegistryOptions) (*RegistryProcess, error) {
+	if o.Binary == "" {
+		if o.Binary = RegistryBinary(); o.Binary == "" {
+			return nil, fmt.Errorf("docker-registry unavailable: set %s or install Debian's docker-registry", EnvRegistry)
+		}
+	}
+	var errs []error
+	for range 3 {
+		p, err := startRegistry(ctx, dir, o)
+		if err == nil {
+			return p, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("starting %s: %w", o.Binary, errors.Join(errs...))
+}
+
+// startRegistry makes one attempt of StartRegistry.
+func startRegistry(ctx context.Context, dir string, o RegistryOptions) (*RegistryProcess, error) {
 	host, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -122,36 +176,45 @@ func startRegistry(bin, dir string) (*registryProcess, error) {
 		}
 		n++
 	}
-	body := fmt.Sprintf(registryConfig, filepath.Join(dir, "storage"), host)
-	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+	storage := filepath.Join(dir, "storage")
+	if err := os.WriteFile(cfg, []byte(registryConfig(storage, host, o)), 0o644); err != nil {
 		return nil, fmt.Errorf("writing registry config: %w", err)
 	}
-	p := &registryProcess{host: host, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "serve", cfg)
+	p := &RegistryProcess{host: host, storage: storage, out: &SyncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(o.Binary, "serve", cfg)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	// Kill the registry if the test binary dies. Pdeathsig follows the thread
+	// Kill the registry if this process dies. Pdeathsig follows the thread
 	// that forks, so pin this goroutine to its thread while starting.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	runtime.LockOSThread()
 	err = p.cmd.Start()
 	runtime.UnlockOSThread()
 	if err != nil {
-		return nil, fmt.Errorf("running %s: %w", bin, err)
+		return nil, fmt.Errorf("running %s: %w", o.Binary, err)
 	}
 	go func() {
 		_ = p.cmd.Wait()
 		close(p.done)
 	}()
-	if err := p.waitReady(15 * time.Second); err != nil {
-		out := p.stop()
+	if err := p.waitReady(ctx, 15*time.Second); err != nil {
+		out := p.Stop()
 		return nil, fmt.Errorf("%w; log:\n%s", err, out)
 	}
 	return p, nil
 }
 
+// Host returns the registry's address (host:port, plain HTTP).
+func (p *RegistryProcess) Host() string { return p.host }
+
+// Storage returns the filesystem driver's root directory.
+func (p *RegistryProcess) Storage() string { return p.storage }
+
+// Output returns what the registry printed so far.
+func (p *RegistryProcess) Output() string { return p.out.String() }
+
 // waitReady polls /v2/ until it answers 200.
-func (p *registryProcess) waitReady(timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+func (p *RegistryProcess) waitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
 	for {
@@ -169,15 +232,15 @@ func (p *registryProcess) waitReady(timeout time.Duration) error {
 		case <-p.done:
 			return fmt.Errorf("registry exited early: %v", p.cmd.ProcessState)
 		case <-ctx.Done():
-			return fmt.Errorf("registry at %s not ready after %v", p.host, timeout)
+			return fmt.Errorf("registry at %s not ready after %v: %w", p.host, timeout, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
-// stop terminates the registry (SIGTERM, then SIGKILL after 5 s) and returns
-// its output.
-func (p *registryProcess) stop() string {
+// Stop terminates the registry (SIGTERM, then SIGKILL after 5 s), waits for
+// it to exit and returns its output. Later calls only return the output.
+func (p *RegistryProcess) Stop() string {
 	select {
 	case <-p.done:
 	default:
@@ -202,19 +265,20 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
+// SyncBuffer is an io.Writer safe to read while others write to it: a
+// process's output, a logger's. The zero value is ready to use.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer // guarded by mu
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

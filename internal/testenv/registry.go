@@ -19,6 +19,7 @@ type Server struct {
 	counter *Counter
 	proxy   *httptest.Server
 	direct  string // host:port of the registry itself
+	storage string // the storage directory of a docker-registry; "" in process
 }
 
 // Host returns the counted address (host:port, plain HTTP).
@@ -27,6 +28,10 @@ func (r *Server) Host() string { return hostOf(r.proxy.URL) }
 // DirectHost returns the registry's own address, which the counter does not
 // see: push fixtures there to keep counts clean.
 func (r *Server) DirectHost() string { return r.direct }
+
+// Storage returns the storage directory of a registry started by
+// [RegistryWithOptions] or [Registry], or "" for [InProcessRegistry].
+func (r *Server) Storage() string { return r.storage }
 
 // Counter returns the counter in front of the registry.
 func (r *Server) Counter() *Counter { return r.counter }
@@ -58,9 +63,11 @@ func withProxy(t testing.TB, direct string, counter *Counter) *Server {
 	return &Server{counter: counter, proxy: proxy, direct: direct}
 }
 
-// reverseProxy forwards to the registry at host, keeping the Host header the
+// ReverseProxy forwards to the registry at host, keeping the Host header the
 // client sent so that absolute Location URLs point back through the proxy.
-func reverseProxy(host string) (*httputil.ReverseProxy, *http.Transport) {
+// It returns the transport it uses (a clone of http.DefaultTransport) so the
+// caller can tune it before use and close its idle connections.
+func ReverseProxy(host string) (*httputil.ReverseProxy, *http.Transport) {
 	target := &url.URL{Scheme: "http", Host: host}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	return &httputil.ReverseProxy{
