@@ -35,3 +35,7 @@ deps:
 
 clean:
 	rm -rf bin
+
+# Every fuzz target, REGFS_FUZZTIME (default 50000x) each; CI runs it.
+fuzz:
+	scripts/fuzz.sh

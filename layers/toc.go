@@ -156,6 +156,9 @@ func parseTOC(loc tocLocation, annotations map[string]string, blobSize int64) (*
 	if err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
+	if toc == nil { // the JSON "null"
+		return nil, errors.New("parse: the TOC is null")
+	}
 	if want := annotations[AnnotationTOCDigest]; want != "" && tocDigest.String() != want {
 		return nil, fmt.Errorf("%w: TOC JSON is %s, %s says %s", ErrTOCDigest, tocDigest, AnnotationTOCDigest, want)
 	}

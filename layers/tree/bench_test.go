@@ -3,7 +3,6 @@ package tree
 import (
 	"fmt"
 	"testing"
-	"time"
 )
 
 // benchLayers returns about n entries in three layers shaped like a distribution image:
@@ -45,25 +44,4 @@ func BenchmarkMerge100k(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// TestMergeLargeIsFast guards against accidental quadratic behaviour; the bound is loose
-// (the benchmark measures), and -race or -short skip it.
-func TestMergeLargeIsFast(t *testing.T) {
-	if testing.Short() || raceEnabled {
-		t.Skip("timing test")
-	}
-	layers := benchLayers(100_000)
-	start := time.Now()
-	tr, err := Merge(layers, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("Merge of ~100k entries took %v", d)
-	}
-	if tr.Len() < 80_000 {
-		t.Errorf("Len = %d", tr.Len())
-	}
-	checkInvariants(t, tr)
 }

@@ -190,6 +190,10 @@ func (b *builder) walk(comps []string) ([]pathElem, error) {
 			}
 			continue
 		}
+		if len(c) > maxComponent { // from a symlink's target
+			b.stack = stack
+			return nil, errCompLong
+		}
 		cur := b.root
 		if len(stack) > 0 {
 			cur = stack[len(stack)-1].n

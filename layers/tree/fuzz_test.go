@@ -12,7 +12,9 @@ import (
 
 // FuzzMerge merges layers decoded from the fuzz input (see fuzzLayers) and checks the
 // invariants every merged tree must keep, whatever the input: no panic, names that are
-// single clean components and never whiteouts, sorted unique children that Lookup
+// single clean components of at most 255 bytes, no whiteout entry in the tree (only a
+// directory created as another entry's parent may bear a ".wh." name, as containerd
+// creates it), sorted unique children that Lookup
 // agrees with, every node reachable from the root, link counts that match the names,
 // nodes that point back to entries of the right kind, and a result that depends on the
 // input only.
@@ -76,8 +78,17 @@ var fuzzSeeds = []string{
 	"da/\nfa/x\nfb\nsc\tb\nsl\t/a\n=\nfa\ndb/\nfb/y\ndc/\nfl/z\n=\nsa\t/b\nfa/w",
 	// Deep paths, and a symlink to the root used as a parent.
 	"fa/b/c/d/e/f/g/h\nsr\t/\nfr/r/r/r/a/b/c/d/e/f/g/i\nhj\tr/a/b/c/d/e/f/g/h",
+	// A whiteout name as a parent: found by the fuzzer; the parent is created.
+	"0.wh./00\nf.wh.x/y\n=\nd.wh.x/\nf.wh.x/.wh.y\nf.wh..wh..opq/z",
 	// Whiteouts through symlinked parents and of a symlink's target directory.
 	"detc/\nfetc/f\nfetc/g\nssl\t/etc\n=\nfsl/.wh.f\nf.wh.etc\nfsl/n",
+}
+
+// fuzzFindings are inputs the fuzzer found that broke an invariant, with the
+// bug each showed; TestFuzzMergeFindings keeps them fixed.
+var fuzzFindings = []struct{ script, bug string }{
+	{"2s\t\x018\n0s/0", "walk created a directory named after a symlink target's component " +
+		"over 255 bytes (s -> 256 x's, then s/0)"},
 }
 
 // Limits that keep one fuzz input cheap to merge.
@@ -194,6 +205,11 @@ func fuzzProblems(layers [][]Entry, tr *Tree) []string {
 				errorf("dir %d (%q): child %q has ID %d, not in the tree", id, n.Name, c.Name, c.ID)
 				return p
 			}
+			// Only a directory created as the parent of another entry may carry a
+			// whiteout name (".wh.x/f" makes ".wh.x", as containerd's applier does).
+			if strings.HasPrefix(c.Name, whiteoutPrefix) && !(cn.IsDir() && cn.Layer == -1) {
+				errorf("dir %d (%q): child %q: a whiteout entry in the tree", id, n.Name, c.Name)
+			}
 			if got, ok := tr.Lookup(id, c.Name); !ok || got != c.ID {
 				errorf("dir %d: Lookup(%q) = %d, %v; Children say %d", id, c.Name, got, ok, c.ID)
 			}
@@ -284,8 +300,6 @@ func fuzzBadName(name string) string {
 		return "contains / or NUL"
 	case len(name) > maxComponent:
 		return "longer than 255 bytes"
-	case strings.HasPrefix(name, whiteoutPrefix):
-		return "a whiteout"
 	}
 	return ""
 }
@@ -306,7 +320,7 @@ func TestFuzzProblemsCatches(t *testing.T) {
 		}, "not sorted"},
 		{"a child named ..", func(ns []Node) []Node { ns[1].Children[0].Name = ".."; return ns }, "not a file name"},
 		{"a child with a slash", func(ns []Node) []Node { ns[1].Children[0].Name = "a/b"; return ns }, "contains /"},
-		{"a whiteout child", func(ns []Node) []Node { ns[1].Children[0].Name = ".wh.f"; return ns }, "a whiteout"},
+		{"a whiteout child", func(ns []Node) []Node { ns[1].Children[0].Name = ".wh.f"; return ns }, "a whiteout entry"},
 		{"hardlink Nlink off", func(ns []Node) []Node { ns[2].Nlink = 1; return ns }, "Nlink 1, but 2 names"},
 		{"dir Nlink off", func(ns []Node) []Node { ns[0].Nlink = 2; return ns }, "Nlink 2, want 3"},
 		{"unreachable node", func(ns []Node) []Node {
@@ -366,6 +380,22 @@ func TestFuzzSeedsDecode(t *testing.T) {
 			}
 			if d := diffMaps(dump(tr), tc.want); d != "" {
 				t.Errorf("seed %q: tree differs:\n%s", tc.seed, d)
+			}
+		})
+	}
+}
+
+// TestFuzzMergeFindings replays fuzzFindings.
+func TestFuzzMergeFindings(t *testing.T) {
+	for i, f := range fuzzFindings {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			layers := fuzzLayers(f.script)
+			tr, err := Merge(layers, nil)
+			if err != nil {
+				t.Fatalf("Merge: %v", err)
+			}
+			if p := fuzzProblems(layers, tr); len(p) > 0 {
+				t.Errorf("input %q breaks invariants:\n%s", f.script, strings.Join(p, "\n"))
 			}
 		})
 	}
