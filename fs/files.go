@@ -74,19 +74,14 @@ func (f *docFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Att
 		return e
 	}
 	fileAttr(&out.Attr, f.StableAttr().Ino, int64(len(b)))
-	out.SetTimeout(f.ttl)
+	out.SetTimeout(expiry(f.ttl))
 	return 0
 }
 
-// Open loads the file; its pages may stay in the kernel's cache.
+// Open answers ENOSYS, as treeNode.Open does: the kernel then reads without
+// opening, keeping the pages (the bytes never change for this inode).
 func (f *docFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
-		return nil, 0, syscall.EROFS
-	}
-	if _, e := f.bytes(ctx); e != 0 {
-		return nil, 0, e
-	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return nil, 0, syscall.ENOSYS
 }
 
 // Read copies from the loaded bytes.

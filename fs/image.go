@@ -58,7 +58,7 @@ func (d *tagDir) resolve(ctx context.Context) (*image, syscall.Errno) {
 // Getattr reports a read-only directory.
 func (d *tagDir) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	dirAttr(&out.Attr, d.StableAttr().Ino)
-	out.SetTimeout(d.m.tagTTL)
+	out.SetTimeout(expiry(d.m.tagTTL))
 	return 0
 }
 

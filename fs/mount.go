@@ -100,6 +100,16 @@ func MountOptions(allowOther bool, log *slog.Logger) *gofs.Options {
 	return o
 }
 
+// expiry is a kernel cache timeout for d. go-fuse reads a zero timeout as
+// "unset" and applies the mount's (forever), so "do not cache" is sent as
+// one nanosecond.
+func expiry(d time.Duration) time.Duration {
+	if d <= 0 {
+		return time.Nanosecond
+	}
+	return d
+}
+
 // ino derives a stable inode number from a node's identity. Numbers below
 // 2 are reserved (1 is the root).
 func ino(parts ...string) uint64 {
@@ -156,8 +166,8 @@ func (e *dirEntry) attr(out *fuse.Attr) {
 // child returns the inode for e under parent, filling out.
 func (e *dirEntry) child(ctx context.Context, parent *gofs.Inode, out *fuse.EntryOut) *gofs.Inode {
 	e.attr(&out.Attr)
-	out.SetEntryTimeout(e.ttl)
-	out.SetAttrTimeout(e.ttl)
+	out.SetEntryTimeout(expiry(e.ttl))
+	out.SetAttrTimeout(expiry(e.ttl))
 	return parent.NewInode(ctx, e.node(), gofs.StableAttr{Mode: e.mode, Ino: e.ino})
 }
 

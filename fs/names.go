@@ -37,7 +37,7 @@ func (d *nameDir) ino() uint64 {
 // Getattr reports a read-only directory.
 func (d *nameDir) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	dirAttr(&out.Attr, d.ino())
-	out.SetTimeout(d.m.tagTTL)
+	out.SetTimeout(expiry(d.m.tagTTL))
 	return 0
 }
 

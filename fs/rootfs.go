@@ -217,13 +217,14 @@ func (n *treeNode) rootfsPath() string {
 	return filepath.Join(n.r.m.mountpoint, in.Path(nil))
 }
 
-// Open allows reading only; the kernel may keep the pages (content is
-// immutable).
+// Open answers ENOSYS: on that answer the kernel stops sending OPEN and
+// RELEASE for every file of the mount (FUSE's no-open mode) and keeps their
+// pages cached, which is right for immutable content and saves two requests
+// per file read. Reads need no handle; the mount is read-only, so writes
+// never get here. Every file node of the mount must therefore work without
+// Open (docFile and statsFile do).
 func (n *treeNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
-		return nil, 0, syscall.EROFS
-	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return nil, 0, syscall.ENOSYS
 }
 
 // Read reads the file's bytes from its layer.

@@ -3,7 +3,9 @@ package fs
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -43,9 +45,9 @@ var (
 	_ gofs.NodeLookuper  = (*statsDir)(nil)
 	_ gofs.NodeReaddirer = (*statsDir)(nil)
 	_ gofs.NodeGetattrer = (*statsDir)(nil)
-	_ gofs.NodeOpener    = (*statsFile)(nil)
 	_ gofs.NodeGetattrer = (*statsFile)(nil)
-	_ gofs.FileReader    = (*snapshot)(nil)
+	_ gofs.NodeReader    = (*statsFile)(nil)
+	_ gofs.NodeOpener    = (*statsFile)(nil)
 	_ gofs.NodeStatfser  = (*statsDir)(nil)
 )
 
@@ -78,39 +80,58 @@ func (d *statsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if name != "stats" {
 		return nil, syscall.ENOENT
 	}
-	fileAttr(&out.Attr, ino("stats", "file"), 0)
-	return d.NewInode(ctx, &statsFile{m: d.m}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino("stats", "file")}), 0
+	child := d.NewInode(ctx, &statsFile{m: d.m}, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: ino("stats", "file")})
+	var a fuse.AttrOut
+	if e := child.Operations().(*statsFile).Getattr(ctx, nil, &a); e != 0 {
+		return nil, e
+	}
+	out.Attr = a.Attr
+	out.SetAttrTimeout(expiry(0))
+	return child, 0
 }
 
-// statsFile is /.regfs/stats. Each open takes a snapshot; reads bypass the
-// page cache, so every open sees current figures.
+// statsFile is /.regfs/stats. Each getattr takes a snapshot of the counters
+// with the current time as mtime: the kernel asks for attributes on every
+// read (the attribute timeout is 0 and mtime changes invalidate cached
+// pages), so every read sees current figures. Reads need no open (see
+// treeNode.Open). It is safe for concurrent use.
 type statsFile struct {
 	gofs.Inode
 	m *mount
+
+	mu   sync.Mutex
+	snap []byte // guarded by mu; the snapshot of the last getattr
 }
 
-// Getattr reports a file of unknown size (0: read it to the end).
+// Getattr snapshots the counters and reports the snapshot's size.
 func (f *statsFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fileAttr(&out.Attr, f.StableAttr().Ino, 0)
+	b, err := json.MarshalIndent(f.m.stats(), "", "  ")
+	if err != nil {
+		return syscall.EIO
+	}
+	b = append(b, '\n')
+	f.mu.Lock()
+	f.snap = b
+	f.mu.Unlock()
+	fileAttr(&out.Attr, f.StableAttr().Ino, int64(len(b)))
+	now := time.Now()
+	out.SetTimes(nil, &now, &now)
+	out.SetTimeout(expiry(0))
 	return 0
 }
 
-// Open snapshots the counters as indented JSON.
-func (f *statsFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	b, err := json.MarshalIndent(f.m.stats(), "", "  ")
-	if err != nil {
-		return nil, 0, syscall.EIO
-	}
-	return &snapshot{b: append(b, '\n')}, fuse.FOPEN_DIRECT_IO, 0
-}
-
-// snapshot is an open stats file.
-type snapshot struct{ b []byte }
-
-// Read copies from the snapshot.
-func (s *snapshot) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off >= int64(len(s.b)) {
+// Read copies from the last snapshot.
+func (f *statsFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	f.mu.Lock()
+	b := f.snap
+	f.mu.Unlock()
+	if off >= int64(len(b)) {
 		return fuse.ReadResultData(nil), 0
 	}
-	return fuse.ReadResultData(s.b[off:min(off+int64(len(dest)), int64(len(s.b)))]), 0
+	return fuse.ReadResultData(b[off:min(off+int64(len(dest)), int64(len(b)))]), 0
+}
+
+// Open answers ENOSYS, as treeNode.Open does: reads need no handle.
+func (f *statsFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, 0, syscall.ENOSYS
 }
