@@ -68,6 +68,7 @@ type Layer struct {
 	cached   []cachedUnit        // guarded by mu; least recently used first
 	cachedN  int64               // guarded by mu; invariant: sum of len(cached[i].b)
 	inflight map[int64]*unitCall // guarded by mu; by unit start
+	seqNext  int64               // guarded by mu; end of the unit read last
 
 	tocVerified map[int]bool // guarded by mu; long TOC chunks (by index) whose digest was checked
 

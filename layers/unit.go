@@ -67,6 +67,13 @@ func (l *Layer) unitAt(off int64) unitRef {
 // not its cancellation) so that a reader whose ctx ends returns ctx.Err() alone.
 func (l *Layer) unit(ctx context.Context, u unitRef) ([]byte, error) {
 	l.mu.Lock()
+	// A reader moving forward unit by unit (a walk of the tree in archive
+	// order) gets the next unit decoded on the other core meanwhile. TOC
+	// layers are excluded: their units are files' chunks, read at random.
+	if u.start == l.seqNext && u.end < l.x.Size && l.x.toc == nil {
+		l.startLocked(context.WithoutCancel(ctx), l.unitAt(u.end))
+	}
+	l.seqNext = u.end
 	for i, c := range l.cached {
 		if c.start == u.start {
 			l.cached = append(append(l.cached[:i:i], l.cached[i+1:]...), c) // most recent last
@@ -188,4 +195,19 @@ func unexpected(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
+}
+
+// startLocked starts decoding u in the background unless it is cached or in flight.
+func (l *Layer) startLocked(ctx context.Context, u unitRef) {
+	for _, c := range l.cached {
+		if c.start == u.start {
+			return
+		}
+	}
+	if _, ok := l.inflight[u.start]; ok {
+		return
+	}
+	call := &unitCall{done: make(chan struct{})}
+	l.inflight[u.start] = call
+	go l.runDecode(ctx, u, call)
 }
