@@ -71,6 +71,11 @@ type Blob struct {
 	mu       sync.Mutex
 	inflight map[int64]*call // guarded by mu; chunk number -> its running fetch
 	epoch    uint64          // guarded by mu and storeMu (both held to write); Purge counts
+	// last is the chunk read from the store most recently, kept so that
+	// reads smaller than a chunk (a decoder's) do not read and check the
+	// same file again and again. Guarded by mu; nil after Purge.
+	last  []byte
+	lastN int64
 
 	// storeMu is held shared while a fetch stores a chunk and exclusively by Purge, so that
 	// a fetch started before a Purge never stores a chunk after it.
@@ -150,6 +155,7 @@ func (b *Blob) Purge() error {
 	b.mu.Lock()
 	b.epoch++
 	clear(b.inflight)
+	b.last = nil
 	b.mu.Unlock()
 	var errs []error
 	for c := range (b.size + b.chunk - 1) / b.chunk {
@@ -204,8 +210,27 @@ func (b *Blob) key(c int64) Key { return Key{Kind: KindChunk, Digest: b.digest, 
 // chunkLen is the length of chunk c: the chunk size, less for the last chunk.
 func (b *Blob) chunkLen(c int64) int64 { return min(b.chunk, b.size-c*b.chunk) }
 
-// cached returns chunk c from the store if it holds it whole.
+// cached returns chunk c from memory (the last chunk read) or from the
+// store if it holds it whole.
 func (b *Blob) cached(c int64) ([]byte, bool) {
+	b.mu.Lock()
+	if b.last != nil && b.lastN == c {
+		data := b.last
+		b.mu.Unlock()
+		return data, true
+	}
+	b.mu.Unlock()
+	data, ok := b.fromStore(c)
+	if ok {
+		b.mu.Lock()
+		b.last, b.lastN = data, c
+		b.mu.Unlock()
+	}
+	return data, ok
+}
+
+// fromStore reads chunk c from the store, checking its length.
+func (b *Blob) fromStore(c int64) ([]byte, bool) {
 	data, err := b.s.Get(b.key(c))
 	if err != nil {
 		if !errors.Is(err, ErrMiss) {
@@ -246,7 +271,7 @@ func (b *Blob) start(ctx context.Context, first, last, maxRun int64) []chunkRef 
 		}
 		// A fetch may have stored the chunk and ended since the lookup above.
 		if b.s.has(b.key(c)) {
-			if data, ok := b.cached(c); ok {
+			if data, ok := b.fromStore(c); ok {
 				refs[c-first].data = data
 				continue
 			}
