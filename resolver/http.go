@@ -155,7 +155,14 @@ func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq reque
 		attempts = 1
 	}
 	for attempt := 1; ; attempt++ {
-		resp, p, stop, err := c.once(ctx, hc, rq)
+		// A retry waits for progress only until the budget (plus a second's
+		// grace) runs out, so quick failures followed by a stall still end
+		// within about one timeout, not two.
+		stall := c.timeout
+		if attempt > 1 {
+			stall = min(c.timeout, max(budget.Add(time.Second).Sub(c.now()), 100*time.Millisecond))
+		}
+		resp, p, stop, err := c.once(ctx, hc, rq, stall)
 		if err == nil && rq.observe != nil {
 			rq.observe(resp)
 		}
@@ -244,8 +251,8 @@ func refusedByTarget(status int) bool {
 }
 
 // once sends rq one time.
-func (c *Client) once(ctx context.Context, hc *http.Client, rq request) (*http.Response, *progress, func(), error) {
-	pctx, p, stop := withProgress(ctx, c.timeout)
+func (c *Client) once(ctx context.Context, hc *http.Client, rq request, stall time.Duration) (*http.Response, *progress, func(), error) {
+	pctx, p, stop := withProgress(ctx, stall)
 	req, err := http.NewRequestWithContext(pctx, rq.method, rq.url, nil)
 	if err != nil {
 		return nil, p, stop, fmt.Errorf("%w: request %s: %v", ErrInvalid, rq.url, err)
