@@ -58,9 +58,16 @@ func Mount(dir string, c Config) (*Mounted, error) {
 	if os.Geteuid() != 0 {
 		opts.MountOptions.DirectMount = false
 	}
-	server, err := gofs.Mount(dir, root, opts)
+	// Not gofs.Mount: its WaitMount opens a file on the new mount (go-fuse's
+	// poll hack, for processes that poll their own FUSE files, which regfs
+	// never does). A daemon killed while that open is in flight can never
+	// exit: the open waits, uninterruptibly, for an answer only the dying
+	// process could give, and the mount hangs. mount(2) (or fusermount3) is
+	// done when NewServer returns; requests wait until Serve answers INIT.
+	server, err := fuse.NewServer(gofs.NewNodeFS(root, opts), dir, &opts.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
+	go server.Serve()
 	return &Mounted{Server: server, m: m}, nil
 }
