@@ -2,7 +2,7 @@
 # install-deps.sh installs what regfs's tests and benchmarks need on Debian:
 # FUSE 3, distribution/registry (docker-registry), and compressors for fixtures.
 set -euo pipefail
-pkgs=(fuse3 docker-registry pigz gzip tar zstd file)
+pkgs=(fuse3 docker-registry pigz gzip tar zstd file jq curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

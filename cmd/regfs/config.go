@@ -44,20 +44,55 @@ func (e usageError) Unwrap() error { return e.err }
 func mountFlags(c *Config) (*pflag.FlagSet, *string, *string) {
 	f := pflag.NewFlagSet("mount", pflag.ContinueOnError)
 	f.SortFlags = false
-	f.StringVar(&c.Registry, "registry", "docker.io", "default registry (`HOST[:PORT]`) for names without a host, e.g. ghcr.io or localhost:5000")
-	f.StringArrayVar(&c.Insecure, "insecure", nil, "allow plain HTTP to `HOST[:PORT]` (repeatable; loopback hosts always are)")
-	f.StringArrayVar(&c.Mirrors, "mirror", nil, "pull through `[REGISTRY=]HOST[:PORT]` first, in order, falling back to the registry (repeatable; without REGISTRY= it mirrors --registry)")
-	f.StringVar(&c.CAFile, "ca-file", "", "PEM `FILE` of CA certificates to trust besides the system's (SSL_CERT_FILE also works)")
-	f.Float64Var(&c.Rate, "manifest-rate", resolver.DefaultManifestRate, "manifest GETs per second per registry, so that a crawl cannot exhaust a pull limit (0: unlimited)")
-	f.IntVar(&c.Burst, "manifest-burst", resolver.DefaultManifestBurst, "manifest GETs allowed at once above --manifest-rate")
-	f.StringVar(&c.CacheDir, "cache-dir", defaultCacheDir(), "on-disk cache `DIR`")
-	size := f.String("cache-size", "10GiB", "bound of the on-disk cache (`SIZE`), e.g. 512MiB, 10GiB, 2TB")
-	f.DurationVar(&c.TagTTL, "tag-ttl", 60*time.Second, "how long a tag's answer is kept before it is asked again")
-	f.DurationVar(&c.Timeout, "timeout", 30*time.Second, "per-request stall timeout: a request with no progress for this long fails")
-	f.BoolVar(&c.AllowOther, "allow-other", false, "let other users read the mount (needs user_allow_other in /etc/fuse.conf when not root)")
-	f.BoolVar(&c.Rebase, "rebase-symlinks", false, "show absolute symlink targets under their rootfs/, so that tools following them read the image's file, not the host's")
-	level := f.String("log-level", "info", "log level: debug, info, warn or error")
-	f.BoolVar(&c.Demo, "demo", false, "serve a built-in sample registry instead of --registry (no network needed)")
+	// Each usage is examples first, then what the flag does, so that pflag's
+	// "(default …)" ends the description; its first `word` is the value name.
+	f.StringVar(&c.Registry, "registry", "docker.io",
+		"e.g. --registry ghcr.io, --registry localhost:5000\n"+
+			"the `HOST[:PORT]` that names without a host go to")
+	f.StringArrayVar(&c.Insecure, "insecure", nil,
+		"e.g. --insecure registry.lan:5000 --insecure 10.0.0.5\n"+
+			"allow plain HTTP to this `HOST[:PORT]` (repeatable; loopback hosts always are)")
+	f.StringArrayVar(&c.Mirrors, "mirror", nil,
+		"e.g. --mirror mirror.example:5000, --mirror ghcr.io=ghcr-cache.example,\n"+
+			"--mirror http://10.0.0.5:5000 (plain HTTP)\n"+
+			"pull through `[REGISTRY=]HOST[:PORT]` first, in order, falling back to the registry;\n"+
+			"listings and the registry's credentials never go to a mirror (repeatable; without\n"+
+			"REGISTRY= it mirrors --registry)")
+	f.StringVar(&c.CAFile, "ca-file", "",
+		"e.g. --ca-file /usr/local/share/ca-certificates/corp.crt\n"+
+			"PEM `FILE` of CA certificates to trust besides the system's (SSL_CERT_FILE also works)")
+	f.Float64Var(&c.Rate, "manifest-rate", resolver.DefaultManifestRate,
+		"e.g. --manifest-rate 2 under a tight pull limit, --manifest-rate 0 for your own registry\n"+
+			"at most `N` manifest GETs per second per registry, so that a crawl (find, updatedb, a\n"+
+			"scanner) cannot spend a pull limit; 0: unlimited")
+	f.IntVar(&c.Burst, "manifest-burst", resolver.DefaultManifestBurst,
+		"e.g. --manifest-burst 5\n"+
+			"`N` manifest GETs allowed at once above --manifest-rate")
+	f.StringVar(&c.CacheDir, "cache-dir", defaultCacheDir(),
+		"e.g. --cache-dir /var/cache/regfs\n"+
+			"on-disk cache `DIR`, kept across mounts, used by one mount at a time")
+	size := f.String("cache-size", "10GiB",
+		"e.g. --cache-size 512MiB, --cache-size 2TB\n"+
+			"bound the on-disk cache to `SIZE` (KiB, MiB, GiB, TiB, KB, MB, GB, TB; at least 16MiB)")
+	f.DurationVar(&c.TagTTL, "tag-ttl", 60*time.Second,
+		"e.g. --tag-ttl 5s to follow a tag as it moves, --tag-ttl 1h\n"+
+			"keep a tag's answer (and a listing) for `DURATION` before asking the registry again")
+	f.DurationVar(&c.Timeout, "timeout", 30*time.Second,
+		"e.g. --timeout 2m on a slow link\n"+
+			"fail a registry request that makes no progress for `DURATION` (the read gets EIO)")
+	f.BoolVar(&c.AllowOther, "allow-other", false,
+		"e.g. --allow-other for a scanner running as another user\n"+
+			"let other users read the mount (when not root: needs user_allow_other in /etc/fuse.conf)")
+	f.BoolVar(&c.Rebase, "rebase-symlinks", false,
+		"e.g. --rebase-symlinks, then file -L /mnt/reg/alpine/latest/linux/arm64/v8/rootfs/bin/sh\n"+
+			"show absolute symlink targets under their own rootfs/, so that plain tools (cat, file,\n"+
+			"diff -r) read the image's file, not the host's")
+	level := f.String("log-level", "info",
+		"e.g. --log-level debug to see mirror fallbacks and rate-limit waits\n"+
+			"log at `LEVEL` on stderr: debug, info, warn or error")
+	f.BoolVar(&c.Demo, "demo", false,
+		"e.g. regfs mount --demo /mnt/reg; ls /mnt/reg/demo/hello/1.0/linux/\n"+
+			"serve a built-in sample registry instead of --registry (no network needed)")
 	return f, size, level
 }
 

@@ -25,20 +25,34 @@ var version = ""
 const usage = `regfs mounts a container registry as a read-only file system.
 
 Usage:
-  regfs mount [flags] MOUNTPOINT    serve the registry until unmounted or interrupted
+  regfs mount [flags] MOUNTPOINT    serve the registry until unmounted, SIGINT or SIGTERM
   regfs unmount MOUNTPOINT          unmount a regfs mount (also a stale one)
   regfs version                     print the version
+  regfs help                        print this text ('regfs mount --help': the flags of mount)
 
 Examples:
   regfs mount --demo /mnt/reg                 a built-in sample registry, no network needed
   regfs mount /mnt/reg                        Docker Hub
-  ls /mnt/reg/alpine/latest/                  digest  index.json  linux/
-  cat /mnt/reg/alpine/latest/linux/arm64/v8/rootfs/etc/os-release
-  regfs mount --registry ghcr.io /mnt/reg     names without a host go to ghcr.io
+  ls /mnt/reg/alpine/latest/                  digest  index.json  linux
+  ls /mnt/reg/alpine/latest/linux/            386  amd64  arm  arm64  ppc64le  riscv64  s390x
+  cat /mnt/reg/alpine/latest/linux/arm64/v8/digest
+  file /mnt/reg/alpine/latest/linux/arm64/v8/rootfs/bin/busybox
+  ls /mnt/reg/alpine/latest@sha256:<hex>/     an image by digest
+  ls /mnt/reg/arm64v8/alpine/latest/          a per-architecture repository
+  ls /mnt/reg/ghcr.io/org/app/1.0/            any registry, by host
+  cat /mnt/reg/.regfs/stats                   the mount's requests, cache hits, bytes
   regfs mount --registry localhost:5000 --cache-size 2GiB /mnt/reg
+  regfs mount --mirror mirror.example:5000 /mnt/reg
+  regfs mount --rebase-symlinks /mnt/reg      absolute symlinks stay inside the image
+  regfs unmount /mnt/reg
 
-Run 'regfs mount --help' for the flags of mount.
-Exit codes: 0 clean unmount, 1 runtime error, 2 usage error.
+A mount whose daemon was killed answers "transport endpoint is not connected":
+'regfs unmount MOUNTPOINT' clears it, and 'regfs mount' on it detaches it first.
+
+Exit codes:
+  0  a clean unmount (regfs unmount, SIGINT or SIGTERM), or help or version printed
+  1  a runtime error: no FUSE, a missing or busy mount point, a locked cache, a failed unmount
+  2  a usage error: an unknown command or flag, a bad flag value, no MOUNTPOINT
 `
 
 func main() {
