@@ -104,6 +104,14 @@ func mountRegfs(t *testing.T, c mountConfig) *mounted {
 		store.Close()
 		t.Fatal(err)
 	}
+	// This process reads its own mount: go-fuse's poll hack (in WaitMount)
+	// must run first, or the Go runtime's epoll registration of a file on
+	// the mount can deadlock against the server in the same process.
+	if err := server.WaitMount(); err != nil {
+		server.Unmount()
+		store.Close()
+		t.Fatal(err)
+	}
 	m := &mounted{dir: dir, cacheDir: c.cacheDir, store: store, res: res, transport: c.transport, server: server}
 	t.Cleanup(func() { m.unmount(t) })
 	return m
