@@ -14,9 +14,11 @@ const (
 	// ends early) is resumed from its first chunk not yet delivered.
 	maxResumes = 2
 	// resumeWindow bounds when a fetch may be resumed: only within this time of its start.
-	// A resumed request may wait out the source's whole stall timeout again, and a read
-	// waiting on the fetch should not wait much longer than that timeout in all (DESIGN
-	// section 5): a resume is a retry of a quick failure, not of a slow one.
+	// A resumed request may wait out the source's whole bound again (resolver: the stall
+	// timeout plus its retry grace), and a read waiting on the fetch should not wait much
+	// longer than that timeout in all (DESIGN section 5): a fetch whose registry stalls
+	// fails within resumeWindow plus the source's bound. A resume is a retry of a quick
+	// failure, not of a slow one.
 	resumeWindow = 500 * time.Millisecond
 )
 

@@ -37,7 +37,10 @@ func (m *Mounted) Stats() Stats { return m.m.stats() }
 
 // Mount mounts the registry tree at dir and serves it in the background
 // until it is unmounted. Root mounts directly (mount(2)); other users go
-// through fusermount3.
+// through fusermount3. A process that reads its own mount (a test) must call
+// WaitMount on the result first: it runs go-fuse's poll hack, without which
+// the Go runtime's epoll registration of a file on the mount can deadlock
+// against the server in the same process.
 func Mount(dir string, c Config) (*Mounted, error) {
 	log := c.Logger
 	if log == nil {

@@ -27,9 +27,13 @@
 // Every request has a stall timeout ([Options.Timeout]): it fails when no progress (headers,
 // body bytes) was seen for that long. Quick failures (5xx, 429 within its Retry-After,
 // connection resets) of these idempotent requests are retried a bounded number of times with
-// backoff. A stalled request is not retried; it, or a registry that cannot be reached, marks
-// the registry down for a short while, during which cached answers (tags past their TTL
-// included) are served at once and uncached requests fail at once with [ErrUnavailable].
+// backoff, all within one retry budget of one stall timeout: a retry waits for progress only
+// for what is left of that budget plus a short grace, so that quick failures followed by a
+// stall fail a request within the stall timeout plus the grace (a retry that keeps
+// delivering is waited for). A stalled request is not retried; it, or a registry that
+// cannot be reached, marks the registry down for a short while, during which cached answers
+// (tags past their TTL included) are served at once and uncached requests fail at once
+// with [ErrUnavailable].
 //
 // Listings (tags/list, _catalog) are bounded as a whole: at most 1,000 pages, no page asked
 // for once the listing has run for one stall timeout, none read past two, and Link headers

@@ -155,12 +155,9 @@ func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq reque
 		attempts = 1
 	}
 	for attempt := 1; ; attempt++ {
-		// A retry waits for progress only until the budget (plus a second's
-		// grace) runs out, so quick failures followed by a stall still end
-		// within about one timeout, not two.
 		stall := c.timeout
 		if attempt > 1 {
-			stall = min(c.timeout, max(budget.Add(time.Second).Sub(c.now()), 100*time.Millisecond))
+			stall = c.retryStall(budget)
 		}
 		resp, p, stop, err := c.once(ctx, hc, rq, stall)
 		if err == nil && rq.observe != nil {
@@ -173,8 +170,8 @@ func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq reque
 			}
 			if p.stalled.Load() {
 				c.stats.stalls.Add(1)
-				ep.markDown(c, fmt.Sprintf("no progress for %s", c.timeout))
-				return nil, fmt.Errorf("%s %s: %w: no progress for %s", rq.method, rq.what, ErrUnavailable, c.timeout)
+				ep.markDown(c, fmt.Sprintf("no progress for %s", p.d.Round(time.Millisecond)))
+				return nil, fmt.Errorf("%s %s: %w: no progress for %s", rq.method, rq.what, ErrUnavailable, p.d.Round(time.Millisecond))
 			}
 			var terr *transport.Error
 			if errors.As(err, &terr) { // the token exchange failed
@@ -225,6 +222,23 @@ func (c *Client) do(ctx context.Context, ep *endpoint, hc *http.Client, rq reque
 		se := classify(resp.StatusCode, body, ep.hub)
 		return nil, fmt.Errorf("%s %s: %w", rq.method, rq.what, se)
 	}
+}
+
+// retryGrace is how long past the retry budget the last attempt may wait for progress
+// (a quarter of the stall timeout if that is less).
+const retryGrace = 250 * time.Millisecond
+
+// retryStall returns the stall window of a retry: what is left of the retry budget plus
+// the grace, never more than the stall timeout. Retries start before the budget ends
+// (see sleep), so the window is at least the grace. A request whose quick failures are
+// followed by a registry that answers nothing more therefore fails within the stall
+// timeout plus the grace of its first attempt, not two timeouts: the caller's read is
+// one wait, however many attempts it takes. Progress (headers, body bytes) starts the
+// window again, so a retry that is delivering is waited for; a gap longer than its
+// window fails it as a stall.
+func (c *Client) retryStall(budget time.Time) time.Duration {
+	grace := min(retryGrace, c.timeout/4)
+	return min(c.timeout, max(budget.Add(grace).Sub(c.now()), grace))
 }
 
 // redirectTarget returns the host that answered resp when redirects led away from the
@@ -326,7 +340,7 @@ func (b *stallBody) Read(p []byte) (int, error) {
 	if err != nil && err != io.EOF && b.p.stalled.Load() {
 		b.c.stats.stalls.Add(1)
 		b.ep.markDown(b.c, "body stalled")
-		err = fmt.Errorf("reading %s: %w: no progress for %s", b.what, ErrUnavailable, b.c.timeout)
+		err = fmt.Errorf("reading %s: %w: no progress for %s", b.what, ErrUnavailable, b.p.d.Round(time.Millisecond))
 	}
 	return n, err
 }
