@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"os/user"
@@ -90,6 +91,16 @@ func TestNonRootMount(t *testing.T) {
 		c.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
 		c.Dir = home
 		return c
+	}
+
+	// --allow-other without user_allow_other in /etc/fuse.conf: a clear
+	// message and exit 1, before anything is mounted.
+	if conf, _ := os.ReadFile("/etc/fuse.conf"); !strings.Contains("\n"+string(conf), "\nuser_allow_other") {
+		out, err := asUser(bin, "mount", "--allow-other", "--registry", srv.Host(), mnt).CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "user_allow_other") {
+			t.Errorf("--allow-other as a user: %v, output %q; want exit 1 naming user_allow_other", err, out)
+		}
 	}
 
 	daemon := asUser(bin, "mount", "--registry", srv.Host(), mnt)
