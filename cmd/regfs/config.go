@@ -128,8 +128,8 @@ func (c *Config) Validate() error {
 		return usageError{errors.New("--cache-dir: no directory (set it, or HOME or XDG_CACHE_HOME)")}
 	case c.CacheSize < 16<<20:
 		return usageError{fmt.Errorf("--cache-size %d: at least 16MiB", c.CacheSize)}
-	case c.TagTTL < 0:
-		return usageError{errors.New("--tag-ttl: must not be negative")}
+	case c.TagTTL <= 0:
+		return usageError{errors.New("--tag-ttl: must be positive (1s re-checks tags almost every time)")}
 	case c.Timeout <= 0:
 		return usageError{errors.New("--timeout: must be positive")}
 	case c.Rate < 0 || c.Burst < 0:

@@ -111,12 +111,12 @@ func TestParseMountFlags(t *testing.T) {
 
 func TestParseMountFlagsAfterMountpoint(t *testing.T) {
 	// pflag intersperses: flags after the operand count too, as users type them.
-	got, err := parseMount([]string{"/mnt/reg", "--tag-ttl", "0s", "--log-level", "warn"})
+	got, err := parseMount([]string{"/mnt/reg", "--tag-ttl", "5s", "--log-level", "warn"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Mountpoint != "/mnt/reg" || got.TagTTL != 0 || got.LogLevel != slog.LevelWarn {
-		t.Errorf("parseMount = %+v, want mountpoint /mnt/reg, tag TTL 0, level warn", *got)
+	if got.Mountpoint != "/mnt/reg" || got.TagTTL != 5*time.Second || got.LogLevel != slog.LevelWarn {
+		t.Errorf("parseMount = %+v, want mountpoint /mnt/reg, tag TTL 5s, level warn", *got)
 	}
 }
 
@@ -132,7 +132,7 @@ func TestValidate(t *testing.T) {
 	valid := func() Config {
 		return Config{
 			Mountpoint: "/mnt/reg", Registry: "localhost:5000", CacheDir: "/tmp/c",
-			CacheSize: 16 << 20, TagTTL: 0, Timeout: time.Second, Insecure: []string{"h:1"},
+			CacheSize: 16 << 20, TagTTL: time.Second, Timeout: time.Second, Insecure: []string{"h:1"},
 		}
 	}
 	tests := []struct {
@@ -146,6 +146,7 @@ func TestValidate(t *testing.T) {
 		{"cache too small", func(c *Config) { c.CacheSize = 16<<20 - 1 }},
 		{"negative cache size", func(c *Config) { c.CacheSize = -1 }},
 		{"negative tag ttl", func(c *Config) { c.TagTTL = -time.Second }},
+		{"zero tag ttl", func(c *Config) { c.TagTTL = 0 }},
 		{"zero timeout", func(c *Config) { c.Timeout = 0 }},
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }},
 		{"empty insecure", func(c *Config) { c.Insecure = append(c.Insecure, "") }},
