@@ -19,60 +19,23 @@ import (
 // forever is how long the kernel may cache what is addressed by digest.
 const forever = 365 * 24 * time.Hour
 
-// Options configures the tree of a mount.
-type Options struct {
-	// Resolver answers names, tags and documents.
-	Resolver *resolver.Client
-	// Rootfs builds the merged file system of a platform. Nil hides rootfs/.
-	Rootfs RootfsOpener
-	// TagTTL is how long the kernel may cache what a tag points to.
-	TagTTL time.Duration
-	// Mountpoint is the mount's absolute path, for RebaseSymlinks.
-	Mountpoint string
-	// RebaseSymlinks presents absolute symlink targets in rootfs/ under the
-	// rootfs's own path on the host.
-	RebaseSymlinks bool
-	// Store is the cache, for the mount's counters. Nil leaves them out.
-	Store *cache.Store
-	// Logger receives the causes of EIO and EACCES. Nil discards them.
-	Logger *slog.Logger
-}
-
 // mount is the state shared by every node of one mount. Its fields are set
-// once by NewRoot; it is safe for concurrent use.
+// once by Mount; it is safe for concurrent use.
 type mount struct {
-	res    *resolver.Client
-	rootfs RootfsOpener
-	store  *cache.Store
-	tagTTL time.Duration
-	// mountpoint and rebase: see Options.Mountpoint and RebaseSymlinks.
-	mountpoint string
-	rebase     bool
+	res        *resolver.Client
+	rootfs     RootfsOpener
+	store      *cache.Store
+	tagTTL     time.Duration
+	mountpoint string // absolute, for rebase
+	rebase     bool   // see Config.RebaseSymlinks
 	log        *slog.Logger
 	served     atomic.Int64 // bytes of rootfs files returned to readers
 }
 
-// NewRoot returns the root node of a mount, to pass to go-fuse's fs.Mount
-// together with MountOptions.
-func NewRoot(o Options) gofs.InodeEmbedder {
-	return &nameDir{m: newMount(o), name: o.Resolver.Root(), root: true}
-}
-
-func newMount(o Options) *mount {
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &mount{
-		res: o.Resolver, rootfs: o.Rootfs, store: o.Store, tagTTL: o.TagTTL, log: log,
-		mountpoint: o.Mountpoint, rebase: o.RebaseSymlinks,
-	}
-}
-
-// MountOptions returns the go-fuse options regfs mounts with: read-only,
+// mountOptions returns the go-fuse options regfs mounts with: read-only,
 // nosuid and nodev, type fuse.regfs, kernel caches on (timeouts are set per
 // entry: long for what is addressed by digest, the tag TTL above that).
-func MountOptions(allowOther bool, log *slog.Logger) *gofs.Options {
+func mountOptions(allowOther bool, log *slog.Logger) *gofs.Options {
 	long := forever
 	neg := time.Second
 	o := &gofs.Options{
@@ -82,14 +45,13 @@ func MountOptions(allowOther bool, log *slog.Logger) *gofs.Options {
 		NullPermissions: true,
 	}
 	o.MountOptions = fuse.MountOptions{
-		FsName:        "regfs",
-		Name:          "regfs",
-		AllowOther:    allowOther,
-		MaxReadAhead:  1 << 20,
-		MaxWrite:      1 << 20,
-		DirectMount:   true,
-		Options:       []string{"ro", "nosuid", "nodev"},
-		DisableXAttrs: false,
+		FsName:       "regfs",
+		Name:         "regfs",
+		AllowOther:   allowOther,
+		MaxReadAhead: 1 << 20,
+		MaxWrite:     1 << 20,
+		DirectMount:  true,
+		Options:      []string{"ro", "nosuid", "nodev"},
 	}
 	if allowOther {
 		o.MountOptions.Options = append(o.MountOptions.Options, "default_permissions")

@@ -17,13 +17,13 @@ import (
 
 // Config is what a mount is made of.
 type Config struct {
-	Resolver   *resolver.Client
-	Store      *cache.Store
-	TagTTL     time.Duration
-	AllowOther bool
+	Resolver   *resolver.Client // names, tags, documents and blobs
+	Store      *cache.Store     // documents, layer indexes and chunks; the counters
+	TagTTL     time.Duration    // how long the kernel may keep what a tag points to
+	AllowOther bool             // let other users read the mount (with default_permissions)
 	// RebaseSymlinks presents absolute symlink targets under their rootfs/.
 	RebaseSymlinks bool
-	Logger         *slog.Logger
+	Logger         *slog.Logger // causes of EIO and EACCES; nil discards them
 }
 
 // Mounted is a live mount: its FUSE server and its counters.
@@ -52,12 +52,12 @@ func Mount(dir string, c Config) (*Mounted, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	m := newMount(Options{
-		Resolver: c.Resolver, Rootfs: images, Store: c.Store, TagTTL: c.TagTTL, Logger: log,
-		Mountpoint: abs, RebaseSymlinks: c.RebaseSymlinks,
-	})
+	m := &mount{
+		res: c.Resolver, rootfs: images, store: c.Store, tagTTL: c.TagTTL, log: log,
+		mountpoint: abs, rebase: c.RebaseSymlinks,
+	}
 	root := &nameDir{m: m, name: c.Resolver.Root(), root: true}
-	opts := MountOptions(c.AllowOther, log)
+	opts := mountOptions(c.AllowOther, log)
 	if os.Geteuid() != 0 {
 		opts.MountOptions.DirectMount = false
 	}
