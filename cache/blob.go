@@ -46,6 +46,18 @@ func WithChunkSize(n int64) BlobOption {
 	}
 }
 
+// WithCoarse makes the Blob, whose own chunks (WithChunkSize) are smaller, look for a
+// missing chunk's bytes in the chunks of coarse bytes that another Blob of the same digest
+// stored at that size (the index pass's, at DefaultChunkSize) before fetching it. Its own
+// chunks are stored as KindFineChunk, apart from those coarse ones (KindChunk). A read
+// then costs the registry only the fine chunks it needs that no chunk of either size
+// holds. coarse must be a multiple of the chunk size larger than it; otherwise the option
+// is ignored and the Blob stores its chunks as KindChunk, as without it. All fine Blobs
+// of one digest on one store must use the same chunk size.
+func WithCoarse(coarse int64) BlobOption {
+	return func(b *Blob) { b.coarse = coarse }
+}
+
 // WithVerify makes the Blob check every chunk it fetches from its source with verify before
 // storing or serving it (layers.Index.VerifyChunk, for instance). A chunk that fails is
 // neither stored nor served: the reads that need it fail with an error wrapping ErrCorrupt
@@ -63,6 +75,10 @@ type Blob struct {
 	digest string
 	size   int64
 	chunk  int64
+	// coarse is the size of the KindChunk chunks read before fetching (WithCoarse), or 0.
+	// invariant: coarse == 0, or coarse > chunk and coarse%chunk == 0.
+	coarse int64
+	kind   Kind       // of the Blob's own chunks: KindFineChunk if coarse > 0, else KindChunk
 	verify VerifyFunc // nil: fetched chunks are trusted
 	log    *slog.Logger
 
@@ -71,15 +87,25 @@ type Blob struct {
 	mu       sync.Mutex
 	inflight map[int64]*call // guarded by mu; chunk number -> its running fetch
 	epoch    uint64          // guarded by mu and storeMu (both held to write); Purge counts
-	// last is the chunk read from the store most recently, kept so that
-	// reads smaller than a chunk (a decoder's) do not read and check the
-	// same file again and again. Guarded by mu; nil after Purge.
-	last  []byte
-	lastN int64
+	// memo holds the chunks read from the store most recently (most recent
+	// first), kept so that reads smaller than a chunk (a decoder's) do not
+	// read and check the same file again and again: with a coarse grain,
+	// the 16 fine chunks of a coarse one cost one file read. Two, for two
+	// decoders moving forward side by side. Guarded by mu; cleared by
+	// Purge and PurgeRange.
+	memo [2]memoChunk
 
 	// storeMu is held shared while a fetch stores a chunk and exclusively by Purge, so that
 	// a fetch started before a Purge never stores a chunk after it.
 	storeMu sync.RWMutex
+}
+
+// memoChunk is a chunk read from the store: chunk n of the Blob's own grain, or of its
+// coarse grain. data nil: an empty slot.
+type memoChunk struct {
+	coarse bool
+	n      int64
+	data   []byte
 }
 
 // call is one chunk being fetched. data and err are written once, before done is closed.
@@ -131,6 +157,13 @@ func NewBlob(s *Store, src RangeSource, digest string, size int64, opts ...BlobO
 	for _, o := range opts {
 		o(b)
 	}
+	if b.coarse <= b.chunk || b.coarse%b.chunk != 0 {
+		b.coarse = 0
+	}
+	b.kind = KindChunk
+	if b.coarse > 0 {
+		b.kind = KindFineChunk
+	}
 	b.log = s.log.With("digest", digest)
 	return b
 }
@@ -144,26 +177,57 @@ func (b *Blob) Digest() string { return b.digest }
 // ChunkSize returns the size of the blob's chunks.
 func (b *Blob) ChunkSize() int64 { return b.chunk }
 
-// Purge deletes the blob's chunks from the store, for a caller that found the blob's bytes
-// wrong as a whole (a digest or size mismatch after a full pass): the chunks stored on the
-// way must not be served again. Fetches running at the time still deliver to the reads
-// waiting for them but store nothing; later reads fetch again. It returns the errors of
-// the deletions that failed.
+// Purge deletes the blob's chunks from the store, of every grain (KindChunk and
+// KindFineChunk), for a caller that found the blob's bytes wrong as a whole (a digest or
+// size mismatch after a full pass): the chunks stored on the way must not be served again.
+// Fetches running at the time still deliver to the reads waiting for them but store
+// nothing; later reads fetch again. It returns the errors of the deletions that failed.
 func (b *Blob) Purge() error {
+	return b.purge(func() []Key { return b.s.keysOf(b.digest, KindChunk, KindFineChunk) }, "blob purged")
+}
+
+// PurgeRange deletes the chunks that hold any byte of [off, off+n) from the store and
+// from memory, for a caller that found those bytes wrong (a TOC chunk that fails its
+// digest): the next read of them fetches them again. It deletes the chunks of the Blob's
+// own grain and, with WithCoarse, of its coarse grain. Like Purge, fetches running at the
+// time store nothing. It returns the errors of the deletions that failed.
+func (b *Blob) PurgeRange(off, n int64) error {
+	off, end := max(off, 0), min(off+n, b.size)
+	if off >= end {
+		return nil
+	}
+	return b.purge(func() []Key {
+		var keys []Key
+		for c := off / b.chunk; c <= (end-1)/b.chunk; c++ {
+			keys = append(keys, b.key(c))
+		}
+		if b.coarse > 0 {
+			for c := off / b.coarse; c <= (end-1)/b.coarse; c++ {
+				keys = append(keys, b.coarseKey(c))
+			}
+		}
+		return keys
+	}, "blob range purged", "off", off, "end", end)
+}
+
+// purge stops running fetches from storing, forgets the chunks in memory and deletes
+// the keys listed by keys from the store, logging msg with attrs.
+func (b *Blob) purge(keys func() []Key, msg string, attrs ...any) error {
 	b.storeMu.Lock()
 	defer b.storeMu.Unlock()
 	b.mu.Lock()
 	b.epoch++
 	clear(b.inflight)
-	b.last = nil
+	b.memo = [2]memoChunk{}
 	b.mu.Unlock()
 	var errs []error
-	for c := range (b.size + b.chunk - 1) / b.chunk {
-		if err := b.s.Delete(b.key(c)); err != nil {
+	ks := keys()
+	for _, k := range ks {
+		if err := b.s.Delete(k); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	b.log.Info("cache: blob purged", "chunks", (b.size+b.chunk-1)/b.chunk, "errors", len(errs))
+	b.log.Info("cache: "+msg, append(attrs, "chunks", len(ks), "errors", len(errs))...)
 	return errors.Join(errs...)
 }
 
@@ -205,41 +269,77 @@ func (b *Blob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 }
 
 // key is the store key of chunk c.
-func (b *Blob) key(c int64) Key { return Key{Kind: KindChunk, Digest: b.digest, N: c} }
+func (b *Blob) key(c int64) Key { return Key{Kind: b.kind, Digest: b.digest, N: c} }
+
+// coarseKey is the store key of coarse chunk c (WithCoarse).
+func (b *Blob) coarseKey(c int64) Key { return Key{Kind: KindChunk, Digest: b.digest, N: c} }
 
 // chunkLen is the length of chunk c: the chunk size, less for the last chunk.
 func (b *Blob) chunkLen(c int64) int64 { return min(b.chunk, b.size-c*b.chunk) }
 
-// cached returns chunk c from memory (the last chunk read) or from the
-// store if it holds it whole.
+// cached returns chunk c from memory (the chunks read last), from the store if it holds it
+// whole, or, with a coarse grain, cut from the coarse chunk that holds it.
 func (b *Blob) cached(c int64) ([]byte, bool) {
-	b.mu.Lock()
-	if b.last != nil && b.lastN == c {
-		data := b.last
-		b.mu.Unlock()
+	if data, ok := b.memoized(false, c); ok {
 		return data, true
 	}
-	b.mu.Unlock()
-	data, ok := b.fromStore(c)
+	var cc, lo int64 // the coarse chunk holding c, and c's offset in it
+	if b.coarse > 0 {
+		cc, lo = c*b.chunk/b.coarse, c*b.chunk%b.coarse
+		if data, ok := b.memoized(true, cc); ok {
+			return data[lo : lo+b.chunkLen(c)], true
+		}
+		if !b.s.has(b.key(c)) { // not worth a miss in the stats: the coarse lookup counts
+			data, ok := b.fromStore(b.coarseKey(cc), min(b.coarse, b.size-cc*b.coarse))
+			if !ok {
+				return nil, false
+			}
+			b.remember(true, cc, data)
+			return data[lo : lo+b.chunkLen(c)], true
+		}
+	}
+	data, ok := b.fromStore(b.key(c), b.chunkLen(c))
 	if ok {
-		b.mu.Lock()
-		b.last, b.lastN = data, c
-		b.mu.Unlock()
+		b.remember(false, c, data)
 	}
 	return data, ok
 }
 
-// fromStore reads chunk c from the store, checking its length.
-func (b *Blob) fromStore(c int64) ([]byte, bool) {
-	data, err := b.s.Get(b.key(c))
+// memoized returns chunk n of the given grain if memo holds it, and makes it the most
+// recent.
+func (b *Blob) memoized(coarse bool, n int64) ([]byte, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, m := range b.memo {
+		if m.data != nil && m.coarse == coarse && m.n == n {
+			if i > 0 {
+				b.memo[0], b.memo[i] = m, b.memo[0]
+			}
+			return m.data, true
+		}
+	}
+	return nil, false
+}
+
+// remember puts chunk n of the given grain, read from the store, first in memo.
+func (b *Blob) remember(coarse bool, n int64, data []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	copy(b.memo[1:], b.memo[:len(b.memo)-1])
+	b.memo[0] = memoChunk{coarse: coarse, n: n, data: data}
+}
+
+// fromStore reads the chunk of key k from the store, checking that it has n bytes.
+func (b *Blob) fromStore(k Key, n int64) ([]byte, bool) {
+	data, err := b.s.Get(k)
 	if err != nil {
 		if !errors.Is(err, ErrMiss) {
-			b.log.Debug("cache: chunk lookup failed", "chunk", c, "err", err)
+			b.log.Debug("cache: chunk lookup failed", "key", k.String(), "err", err)
 		}
 		return nil, false
 	}
-	if int64(len(data)) != b.chunkLen(c) {
-		b.log.Debug("cache: cached chunk has the wrong length", "chunk", c, "len", len(data))
+	if int64(len(data)) != n {
+		b.log.Debug("cache: cached chunk has the wrong length", "key", k.String(), "len", len(data), "want", n)
 		return nil, false
 	}
 	return data, true
@@ -271,7 +371,7 @@ func (b *Blob) start(ctx context.Context, first, last, maxRun int64) []chunkRef 
 		}
 		// A fetch may have stored the chunk and ended since the lookup above.
 		if b.s.has(b.key(c)) {
-			if data, ok := b.fromStore(c); ok {
+			if data, ok := b.fromStore(b.key(c), b.chunkLen(c)); ok {
 				refs[c-first].data = data
 				continue
 			}

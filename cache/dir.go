@@ -14,6 +14,9 @@ import (
 
 const (
 	// formatVersion is the on-disk format; a store holding another one is wiped at Open.
+	// The finechunk kind directory came without a bump: a store written before it holds
+	// none and reads its chunk files as before, and an older regfs removes the directory's
+	// files as stray ones; no file is ever read as another key.
 	formatVersion = 1
 	versionName   = "VERSION"
 	lockName      = "LOCK"

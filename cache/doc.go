@@ -22,8 +22,9 @@
 // The store keeps the total size of its files (headers included) within the bound given to
 // [Open]. Space is reserved before a temporary file is written, so the bound holds on disk at
 // every moment, except while concurrent Puts together need more than the evictable entries
-// free. Eviction goes by [Kind]: every chunk goes before any decoded range, those before any
-// document, those before any index; within a kind, the least recently used entry goes first.
+// free. Eviction goes by [Kind]: every chunk (of either grain, the least recently used of
+// both first) goes before any decoded range, those before any document, those before any
+// index; within a kind, the least recently used entry goes first.
 // Access times survive restarts: a Get records the access in memory and on the file's mtime at
 // most once a minute per entry, Close writes the rest, and Open rebuilds the order from mtimes.
 //
@@ -31,7 +32,14 @@
 //
 // A [Blob] reads a remote blob through the store in fixed, aligned chunks (1 MiB by default).
 // A ReadAt asks the store for each chunk it covers; the missing chunks are fetched from the
-// [RangeSource], adjacent ones in one request. Concurrent reads of a chunk that is being fetched
+// [RangeSource], adjacent ones in one request.
+//
+// Two grains serve a layer. Its index pass streams the blob once in 1 MiB chunks
+// ([KindChunk]); the reads after it use a Blob of fine chunks (64 KiB, [KindFineChunk])
+// made [WithCoarse], which takes a chunk's bytes from the pass's coarse chunk while the
+// store holds it (reading that file once for all its fine chunks) and otherwise fetches
+// only the fine chunks the read needs. A read after eviction then costs the registry about
+// the bytes it decodes instead of whole megabytes. Concurrent reads of a chunk that is being fetched
 // wait for that fetch rather than starting another. A fetch is shared work: it runs on
 // context.WithoutCancel of the context of the read that started it (the RangeSource bounds it
 // with its own stall timeout), and a reader whose context ends returns ctx.Err() alone while

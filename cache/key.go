@@ -8,14 +8,16 @@ import (
 	"strings"
 )
 
-// Kind orders eviction: lower kinds are evicted first.
+// Kind orders eviction: lower kinds are evicted first, except that the two chunk kinds
+// share one order (the least recently used chunk of either goes first).
 type Kind uint8
 
 const (
-	KindChunk    Kind = iota // a range of a large blob (compressed layer bytes)
-	KindDecoded              // decoded bytes of a single-frame zstd stream
-	KindDocument             // an index/manifest/config document
-	KindIndex                // a layer index
+	KindChunk     Kind = iota // a range of a large blob (compressed layer bytes), a chunk of a Blob without WithCoarse
+	KindFineChunk             // a range of a large blob, a chunk of a Blob WithCoarse (finer than KindChunk's)
+	KindDecoded               // decoded bytes of a single-frame zstd stream
+	KindDocument              // an index/manifest/config document
+	KindIndex                 // a layer index
 
 	numKinds = int(KindIndex) + 1
 )
@@ -25,6 +27,8 @@ func (k Kind) String() string {
 	switch k {
 	case KindChunk:
 		return "chunk"
+	case KindFineChunk:
+		return "finechunk"
 	case KindDecoded:
 		return "decoded"
 	case KindDocument:

@@ -37,23 +37,37 @@ func (s *Store) removeLocked(e *entry) {
 }
 
 // makeRoomLocked evicts entries until need more bytes fit within the bound, or nothing is left
-// to evict: every chunk first, then decoded ranges, documents, indexes, least recently used
-// first within a kind.
+// to evict: every chunk first (of either grain), then decoded ranges, documents, indexes,
+// least recently used first within a kind.
 func (s *Store) makeRoomLocked(need int64) {
 	for s.bytes+s.reserved+need > s.max {
-		var victim *entry
-		for k := range s.lru {
-			if f := s.lru[k].Front(); f != nil {
-				victim = f.Value.(*entry)
-				break
-			}
-		}
+		victim := s.victimLocked()
 		if victim == nil {
 			return
 		}
 		s.removeLocked(victim)
 		s.evictions++
 	}
+}
+
+// victimLocked returns the entry to evict next, or nil if the store is empty: the least
+// recently used entry of the lowest kind that has one, where the two chunk kinds count as
+// one (the older of their least recently used entries).
+func (s *Store) victimLocked() *entry {
+	for k := range s.lru {
+		f := s.lru[k].Front()
+		if f == nil {
+			continue
+		}
+		victim := f.Value.(*entry)
+		if Kind(k) == KindChunk {
+			if g := s.lru[KindFineChunk].Front(); g != nil && g.Value.(*entry).atime.Before(victim.atime) {
+				victim = g.Value.(*entry)
+			}
+		}
+		return victim
+	}
+	return nil
 }
 
 // load indexes the entry files under s.data, deleting temporary files and files the store did

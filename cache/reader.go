@@ -5,22 +5,23 @@ import (
 	"io"
 )
 
-const (
-	// readAheadBatch is how many chunks one read-ahead request of a Blob.Reader covers.
-	readAheadBatch = 4
-	// readAheadWindow is how many chunks a Blob.Reader keeps requested ahead of its position:
-	// two batches, so that two requests run at a time.
-	readAheadWindow = 2 * readAheadBatch
-)
+// readAheadBatch is how many chunks one read-ahead request of a Blob.Reader covers (of
+// the coarse grain, for a Blob WithCoarse).
+const readAheadBatch = 4
 
 // Reader returns a sequential reader of the blob from off, for one-pass work such as indexing
-// a layer. It requests readAheadBatch chunks at a time and keeps up to readAheadWindow chunks
-// requested ahead of its position; fetched chunks also fill the store. The reader is bound to
-// ctx: once ctx ends, its reads fail with ctx.Err(), while fetches already started complete
-// and fill the cache. It is not safe for concurrent use.
+// a layer. It requests readAheadBatch chunks at a time (for a Blob WithCoarse, as many
+// fine chunks as make readAheadBatch coarse ones) and keeps up to two batches requested
+// ahead of its position, so that two requests run at a time; fetched chunks also fill the
+// store. The reader is bound to ctx: once ctx ends, its reads fail with ctx.Err(), while
+// fetches already started complete and fill the cache. It is not safe for concurrent use.
 func (b *Blob) Reader(ctx context.Context, off int64) io.Reader {
 	off = max(off, 0)
-	return &blobReader{b: b, ctx: ctx, pos: off, next: off / b.chunk}
+	batch := int64(readAheadBatch)
+	if b.coarse > 0 {
+		batch *= b.coarse / b.chunk
+	}
+	return &blobReader{b: b, ctx: ctx, pos: off, next: off / b.chunk, batch: batch}
 }
 
 // blobReader is the io.Reader of Blob.Reader. It holds its ctx because io.Reader has no
@@ -31,6 +32,7 @@ type blobReader struct {
 	pos   int64
 	queue []chunkRef // chunks pos/chunk, pos/chunk+1, … that have been requested
 	next  int64      // the first chunk not requested yet
+	batch int64      // chunks per request
 	err   error      // sticky
 }
 
@@ -65,12 +67,13 @@ func (r *blobReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// fill requests further chunks, a batch at a time, while the window has room for a batch.
+// fill requests further chunks, a batch at a time, while the window of two batches has
+// room for one.
 func (r *blobReader) fill() {
 	nchunks := (r.b.size + r.b.chunk - 1) / r.b.chunk
-	for len(r.queue) <= readAheadWindow-readAheadBatch && r.next < nchunks {
-		last := min(r.next+readAheadBatch, nchunks) - 1
-		r.queue = append(r.queue, r.b.start(r.ctx, r.next, last, readAheadBatch)...)
+	for int64(len(r.queue)) <= r.batch && r.next < nchunks {
+		last := min(r.next+r.batch, nchunks) - 1
+		r.queue = append(r.queue, r.b.start(r.ctx, r.next, last, r.batch)...)
 		r.next = last + 1
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -284,6 +285,20 @@ func (s *Store) has(k Key) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.entries[k] != nil
+}
+
+// keysOf returns the keys of the entries of digest whose kind is one of kinds, in no
+// particular order. It scans every entry: it is for rare work such as a purge.
+func (s *Store) keysOf(digest string, kinds ...Kind) []Key {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var keys []Key
+	for k := range s.entries {
+		if k.Digest == digest && slices.Contains(kinds, k.Kind) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // noteFetch counts one RangeSource.Fetch that read n body bytes.

@@ -127,14 +127,27 @@ func (im *Images) layer(ctx context.Context, ref resolver.Ref, d resolver.Descri
 		return l, nil
 	}
 	src := im.res.BlobSource(ref, d.Digest, d.Size)
-	x, err := im.index.IndexAnnotated(ctx, cache.NewBlob(im.store, src, d.Digest, d.Size), d.Digest, d.Annotations)
+	// A full index pass streams the blob in the cache's coarse chunks. A
+	// layer with a pinned TOC is indexed from its footer and TOC alone, read
+	// at the fine grain so that they cost about their own bytes.
+	var passOpts []cache.BlobOption
+	if layers.TOCAnchored(d.Annotations) {
+		passOpts = fineChunks(layers.BlobChunkSize)
+	}
+	x, err := im.index.IndexAnnotated(ctx, cache.NewBlob(im.store, src, d.Digest, d.Size, passOpts...), d.Digest, d.Annotations)
 	if err != nil {
 		return nil, err
 	}
-	// The index pass checked the whole blob; later range reads check each
-	// fetched chunk against the digests the pass recorded.
-	blob := cache.NewBlob(im.store, src, d.Digest, d.Size,
-		cache.WithChunkSize(x.ChunkSize()), cache.WithVerify(x.VerifyChunk))
+	// Later reads fetch only the fine chunks they need (the grain of the
+	// digests the index recorded, or of an index built from a TOC), taking
+	// bytes from the pass's coarse chunks while the cache holds them. The
+	// index pass checked the whole blob; each fetched chunk is checked
+	// against the digests it recorded (a TOC's chunks against the TOC).
+	grain := x.ChunkSize()
+	if grain == 0 {
+		grain = layers.BlobChunkSize
+	}
+	blob := cache.NewBlob(im.store, src, d.Digest, d.Size, append(fineChunks(grain), cache.WithVerify(x.VerifyChunk))...)
 	l = layers.NewLayer(x, blob, decodedStore{im.store}, im.log)
 	im.mu.Lock()
 	if prev, ok := im.indexed[d.Digest]; ok {
@@ -144,6 +157,13 @@ func (im *Images) layer(ctx context.Context, ref resolver.Ref, d resolver.Descri
 	}
 	im.mu.Unlock()
 	return l, nil
+}
+
+// fineChunks are the options of a Blob of chunks of size bytes that reads the
+// coarse chunks (cache.DefaultChunkSize) of an index pass before fetching. An
+// index recorded at the coarse size (older ones) gives a plain coarse Blob.
+func fineChunks(size int64) []cache.BlobOption {
+	return []cache.BlobOption{cache.WithChunkSize(size), cache.WithCoarse(cache.DefaultChunkSize)}
 }
 
 // treeEntries converts a layer's entries to the merge's input.

@@ -12,12 +12,20 @@ import (
 // whose bytes do not match the digest recorded when the layer was indexed.
 var ErrBlobChunkDigest = errors.New("layers: blob chunk does not match its digest in the index")
 
+// BlobChunkSize is the size of the blob chunks whose digests BuildIndex records by default,
+// and so the grain at which reads after indexing fetch a layer's blob: a read costs the
+// registry about the compressed bytes it decodes, rounded out to 64 KiB, not to the 1 MiB
+// chunks of the index pass. The sums cost 32 bytes per 64 KiB of blob in the index (0.05%).
+const BlobChunkSize = 64 << 10
+
 // blobChunks are the sha256 sums of the fixed-size chunks of a layer's compressed blob,
 // recorded by the full pass (BuildIndex) that also checked the whole blob against its
 // digest. Later reads fetch the blob by ranges, one cache chunk at a time, and check each
 // chunk against its sum before using it (Index.VerifyChunk, given to cache.WithVerify):
 // no full-blob digest covers them. An index built from a TOC records none (its chunks are
-// checked against the TOC's digests).
+// checked against the TOC's digests). The chunk size is stored with the sums, so an
+// index written with another size (1 MiB, before BlobChunkSize) loads and checks chunks
+// of that size.
 type blobChunks struct {
 	size int64               // chunk size; 0: no sums recorded
 	blob int64               // size of the compressed blob
@@ -137,15 +145,6 @@ func (c *chunkHasher) finish() [][sha256.Size]byte {
 		c.next()
 	}
 	return c.sums
-}
-
-// chunkSizeOf returns the chunk size of a blob reader that reads in chunks (cache.Blob),
-// or 0.
-func chunkSizeOf(b BlobReader) int64 {
-	if cb, ok := b.(interface{ ChunkSize() int64 }); ok {
-		return cb.ChunkSize()
-	}
-	return 0
 }
 
 // purger is implemented by blob readers that keep what they read (cache.Blob): Purge

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math/rand/v2"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,7 +32,7 @@ func TestBlobChunkDigests(t *testing.T) {
 				}
 				want := cs
 				if cs == 0 {
-					want = cache.DefaultChunkSize
+					want = BlobChunkSize
 				}
 				if got := x.ChunkSize(); got != want {
 					t.Fatalf("ChunkSize() = %d, want %d", got, want)
@@ -95,14 +97,17 @@ type chunkedBlob struct {
 
 func (c chunkedBlob) ChunkSize() int64 { return c.size }
 
-func TestBlobChunkSizeFromReader(t *testing.T) {
-	blob := gzipStd(t, makeTar(t, testFiles(31, 10<<10)))
+// TestBlobChunkSizeNotTheReaders checks that the sums are recorded at BlobChunkSize
+// whatever the chunks of the pass's reader (the index pass reads 1 MiB chunks; the
+// reads after it fetch 64 KiB ones).
+func TestBlobChunkSizeNotTheReaders(t *testing.T) {
+	blob := gzipStd(t, makeTar(t, testFiles(31, 300<<10)))
 	x, err := BuildIndex(t.Context(), chunkedBlob{&memBlob{b: blob}, 3000}, digestOf(blob), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := x.ChunkSize(); got != 3000 {
-		t.Errorf("ChunkSize() = %d, want the reader's 3000", got)
+	if got := x.ChunkSize(); got != BlobChunkSize {
+		t.Errorf("ChunkSize() = %d, want BlobChunkSize %d", got, BlobChunkSize)
 	}
 	checkChunkDigests(t, x, blob)
 }
@@ -287,5 +292,244 @@ func TestVerifiedRangeReads(t *testing.T) {
 			src.flip.Store(false)
 			checkLayer(t, x, l, tarBytes, 5)
 		})
+	}
+}
+
+// countingSource is a cache.RangeSource over data that counts the fetches and the body
+// bytes it serves. Safe for concurrent use.
+type countingSource struct {
+	data    []byte
+	fetches atomic.Int64
+	bytes   atomic.Int64
+}
+
+func (s *countingSource) Fetch(ctx context.Context, off, n int64) (io.ReadCloser, int64, error) {
+	end := min(off+n, int64(len(s.data)))
+	s.fetches.Add(1)
+	s.bytes.Add(end - off)
+	return io.NopCloser(bytes.NewReader(s.data[off:end])), off, nil
+}
+
+// proseData returns n bytes of text like prose: lines of words drawn from a vocabulary
+// of 2,000 made-up words, which gzip compresses about 3:1 as it does English text.
+func proseData(r *rand.Rand, n int) []byte {
+	vocab := make([]string, 2000)
+	for i := range vocab {
+		w := make([]byte, 2+r.IntN(8))
+		for j := range w {
+			w[j] = byte('a' + r.IntN(26))
+		}
+		vocab[i] = string(w)
+	}
+	b := make([]byte, 0, n+16)
+	for len(b) < n {
+		b = append(b, vocab[r.IntN(len(vocab))]...)
+		if r.IntN(12) == 0 {
+			b = append(b, ".\n"...)
+		} else {
+			b = append(b, ' ')
+		}
+	}
+	return b[:n]
+}
+
+// textLayer returns a tar of about mib MiB of text files of 256 KiB each, and its gzip.
+func textLayer(t testing.TB, mib int) (tarBytes, gz []byte) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(41, 41))
+	var fs []file
+	for i := range mib * 4 {
+		f := file{hdr: testFiles(0, 0)[2].hdr, data: proseData(r, 256<<10)}
+		f.hdr.Name = fmt.Sprintf("text/%04d", i)
+		fs = append(fs, f)
+	}
+	tarBytes = makeTar(t, fs)
+	return tarBytes, gzipStd(t, tarBytes)
+}
+
+// spanOf returns the compressed length of the span that holds stream offset off: the
+// bytes between its checkpoint and the next one (the blob's end for the last span).
+func spanOf(x *Index, blobSize, off int64) int64 {
+	cps := x.checkpoints
+	i := sort.Search(len(cps), func(i int) bool { return cps[i].Out > off }) - 1
+	if i+1 < len(cps) {
+		return cps[i+1].In - cps[i].In
+	}
+	return blobSize - cps[i].In
+}
+
+// TestReadAfterIndexFetchesTwoSpansAtMost indexes a gzip layer through the cache (1 MiB
+// chunks), drops every chunk, and checks that a random 4 KiB read then fetches at most
+// two spans of compressed bytes (the figure), in fine chunks checked against the
+// index's digests; and that with the pass's coarse chunks still cached it fetches nothing.
+func TestReadAfterIndexFetchesTwoSpansAtMost(t *testing.T) {
+	tarBytes, gz := textLayer(t, 8)
+	d, size := digestOf(gz), int64(len(gz))
+	store, err := cache.Open(t.TempDir(), 1<<30, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	src := &countingSource{data: gz}
+	x, err := BuildIndex(t.Context(), cache.NewBlob(store, src, d, size), d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := src.bytes.Load(), size; got != want {
+		t.Fatalf("index pass fetched %d bytes, want the blob's %d", got, want)
+	}
+	if x.ChunkSize() != BlobChunkSize {
+		t.Fatalf("index chunk size %d, want %d", x.ChunkSize(), BlobChunkSize)
+	}
+	var maxSpan int64
+	for i := range x.checkpoints {
+		maxSpan = max(maxSpan, spanOf(x, size, x.checkpoints[i].Out))
+	}
+	t.Logf("blob %d bytes, %d spans, largest %d compressed bytes", size, len(x.checkpoints), maxSpan)
+
+	newBlob := func() *cache.Blob {
+		return cache.NewBlob(store, src, d, size, cache.WithChunkSize(x.ChunkSize()),
+			cache.WithCoarse(cache.DefaultChunkSize), cache.WithVerify(x.VerifyChunk))
+	}
+	read := func(t *testing.T, b *cache.Blob, e *Entry, off int64) int64 {
+		t.Helper()
+		before := src.bytes.Load()
+		p := make([]byte, 4096)
+		if _, err := NewLayer(x, b, nil, nil).ReadAt(t.Context(), e, p, off); err != nil {
+			t.Fatal(err)
+		}
+		if want := tarBytes[e.Offset+off : e.Offset+off+4096]; !bytes.Equal(p, want) {
+			t.Fatalf("%s at %d: wrong bytes", e.Name, off)
+		}
+		return src.bytes.Load() - before
+	}
+	// A fresh Layer reading its first unit decodes the second one ahead (unit.go's
+	// read-ahead for readers moving forward from offset 0): reads in the first span
+	// cost that span and the next, a choice of the Layer, not of the fetch grain. The
+	// reads here start after the first span.
+	r := rand.New(rand.NewPCG(5, 5))
+	pick := func() (*Entry, int64) {
+		for {
+			e := &x.Entries[r.IntN(len(x.Entries))]
+			if off := r.Int64N(e.Size - 4096); e.Offset+off >= x.checkpoints[1].Out {
+				return e, off
+			}
+		}
+	}
+
+	t.Run("warm: coarse chunks of the pass", func(t *testing.T) {
+		for range 10 {
+			e, off := pick()
+			if got := read(t, newBlob(), e, off); got != 0 {
+				t.Errorf("%s at %d: fetched %d bytes with every coarse chunk cached, want 0", e.Name, off, got)
+			}
+		}
+	})
+	t.Run("cold", func(t *testing.T) {
+		var total int64
+		for range 20 {
+			if err := newBlob().Purge(); err != nil {
+				t.Fatal(err)
+			}
+			e, off := pick()
+			got := read(t, newBlob(), e, off)
+			// The read may end in the next span: two spans from its own.
+			first := e.Offset + off
+			limit := spanOf(x, size, first) + spanOf(x, size, min(first+4096, x.Size-1))
+			if first/DefaultSpan == (first+4095)/DefaultSpan {
+				limit = 2 * spanOf(x, size, first)
+			}
+			if got == 0 || got > limit {
+				t.Errorf("%s at stream offset %d: fetched %d bytes, want 1..%d (2 spans)", e.Name, first, got, limit)
+			}
+			total += got
+		}
+		t.Logf("20 cold 4 KiB reads fetched %d bytes, %d on average", total, total/20)
+	})
+}
+
+// TestIndexWithCoarseSumsStillReads: an index stored before BlobChunkSize, with sums of
+// 1 MiB chunks (same index version: the size is stored with the sums), loads, and reads
+// through a Blob set up as fs sets one up (its grain, coarse fallback) fetch and verify
+// 1 MiB chunks.
+func TestIndexWithCoarseSumsStillReads(t *testing.T) {
+	tarBytes, gz := textLayer(t, 8)
+	d, size := digestOf(gz), int64(len(gz))
+	old, err := BuildIndex(t.Context(), &memBlob{b: gz}, d, nil, WithChunkSize(cache.DefaultChunkSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := old.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := new(Index)
+	if err := x.UnmarshalBinary(raw); err != nil {
+		t.Fatalf("an index with 1 MiB sums does not load: %v", err)
+	}
+	if x.ChunkSize() != cache.DefaultChunkSize {
+		t.Fatalf("loaded chunk size %d, want %d", x.ChunkSize(), cache.DefaultChunkSize)
+	}
+	store, err := cache.Open(t.TempDir(), 1<<30, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	src := &flipSource{data: gz, at: size / 2}
+	b := cache.NewBlob(store, src, d, size, cache.WithChunkSize(x.ChunkSize()),
+		cache.WithCoarse(cache.DefaultChunkSize), cache.WithVerify(x.VerifyChunk))
+	if b.ChunkSize() != cache.DefaultChunkSize {
+		t.Fatalf("blob chunk size %d", b.ChunkSize())
+	}
+	l := NewLayer(x, b, nil, nil)
+	src.flip.Store(true)
+	mid := &x.Entries[sort.Search(len(x.Entries), func(i int) bool { return x.Entries[i].Offset > x.Size/2 })]
+	if _, err := l.ReadAt(t.Context(), mid, make([]byte, mid.Size), 0); !errors.Is(err, ErrBlobChunkDigest) {
+		t.Fatalf("read through a flipped bit: %v, want ErrBlobChunkDigest", err)
+	}
+	src.flip.Store(false)
+	checkLayer(t, x, l, tarBytes, 6)
+}
+
+// TestReadAllAfterIndexReadsEachCoarseChunkOnce reads every file of an indexed gzip
+// layer in archive order through a fine Blob over the index pass's cached 1 MiB chunks:
+// nothing is fetched, and each chunk's file is read from the store about once, though
+// the Layer reads 256 KiB at a time and decodes the next span ahead on another goroutine.
+func TestReadAllAfterIndexReadsEachCoarseChunkOnce(t *testing.T) {
+	tarBytes, gz := textLayer(t, 16)
+	d, size := digestOf(gz), int64(len(gz))
+	store, err := cache.Open(t.TempDir(), 1<<30, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	src := &countingSource{data: gz}
+	x, err := BuildIndex(t.Context(), cache.NewBlob(store, src, d, size), d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetches := src.fetches.Load()
+	before := store.Stats()
+	b := cache.NewBlob(store, src, d, size, cache.WithChunkSize(x.ChunkSize()),
+		cache.WithCoarse(cache.DefaultChunkSize), cache.WithVerify(x.VerifyChunk))
+	l := NewLayer(x, b, nil, nil)
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		p := make([]byte, e.Size)
+		if n, err := l.ReadAt(t.Context(), e, p, 0); n != len(p) || (err != nil && err != io.EOF) {
+			t.Fatalf("%s: n=%d err=%v", e.Name, n, err)
+		}
+		if !bytes.Equal(p, tarBytes[e.Offset:e.Offset+e.Size]) {
+			t.Fatalf("%s: wrong bytes", e.Name)
+		}
+	}
+	coarse := (size + cache.DefaultChunkSize - 1) / cache.DefaultChunkSize
+	hits := store.Stats().Hits - before.Hits
+	t.Logf("%d coarse chunks, %d store reads", coarse, hits)
+	if got := src.fetches.Load() - fetches; got != 0 {
+		t.Errorf("%d fetches with every chunk cached, want 0", got)
+	}
+	if hits > 2*coarse {
+		t.Errorf("%d chunk files read for %d coarse chunks, want about one each", hits, coarse)
 	}
 }

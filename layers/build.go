@@ -2,7 +2,6 @@ package layers
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -15,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/regfs/regfs/cache"
 	"github.com/regfs/regfs/layers/inflate"
 )
 
@@ -51,8 +49,8 @@ func WithSource(r io.Reader) BuildOption { return func(o *buildOptions) { o.sour
 func WithSpan(n int64) BuildOption { return func(o *buildOptions) { o.span = n } }
 
 // WithChunkSize sets the size of the blob chunks whose digests the index records (see
-// Index.VerifyChunk). The default is the blob reader's own chunk size if it has a
-// ChunkSize method (cache.Blob), else cache.DefaultChunkSize.
+// Index.VerifyChunk). The default is BlobChunkSize, whatever the chunks of the blob reader
+// of the pass: the sums serve the range reads after it.
 func WithChunkSize(n int64) BuildOption { return func(o *buildOptions) { o.chunkSize = n } }
 
 // spanFor returns the restart point distance for a blob of the given compressed size:
@@ -89,7 +87,7 @@ func BuildIndex(ctx context.Context, b BlobReader, digest string, log *slog.Logg
 		o.span = spanFor(b.Size())
 	}
 	if o.chunkSize <= 0 {
-		o.chunkSize = cmp.Or(chunkSizeOf(b), cache.DefaultChunkSize)
+		o.chunkSize = BlobChunkSize
 	}
 	var src io.Reader
 	switch sr, ok := b.(sequentialOpener); {

@@ -77,11 +77,13 @@ var (
 	skippableMagic   = []byte{0x50, 0x2a, 0x4d, 0x18}
 )
 
-// tocAnchored reports whether annotations pin a TOC's digest, so that the chunk
+// TOCAnchored reports whether annotations pin a TOC's digest, so that the chunk
 // digests it lists are as trustworthy as the manifest. Only such layers take the TOC
 // path in an Indexer: without an anchor, neither the TOC nor the layer could be checked
 // against the manifest without reading the whole layer, which a full pass does anyway.
-func tocAnchored(annotations map[string]string) bool {
+// A caller can also read such a layer's blob at a fine grain (BlobChunkSize) from the
+// start: its index reads only the footer and the TOC, and its reads only files' chunks.
+func TOCAnchored(annotations map[string]string) bool {
 	return annotations[AnnotationTOCDigest] != "" ||
 		annotations[AnnotationZstdChunkedChecksum] != "" ||
 		annotations[AnnotationZstdChunkedChecksumOld] != ""

@@ -8,7 +8,7 @@ import (
 // build indexes one layer: from its TOC when its annotations pin one, else (or when
 // the TOC is unusable) with a full pass.
 func (ix *Indexer) build(ctx context.Context, b BlobReader, digest string, annotations map[string]string) (*Index, error) {
-	if tocAnchored(annotations) {
+	if TOCAnchored(annotations) {
 		x, err := BuildTOCIndex(ctx, b, digest, annotations, ix.log)
 		if !errors.Is(err, ErrNoTOC) {
 			return x, err

@@ -3,6 +3,7 @@ package layers
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -34,11 +35,64 @@ func (l *Layer) tocUnitAt(off int64) unitRef {
 	return unitRef{start: start, end: min(start+DecodedChunkSize, c.Out+c.Len), restart: i}
 }
 
+// rangePurger is implemented by blob readers that keep what they read (cache.Blob):
+// PurgeRange forgets the bytes [off, off+n).
+type rangePurger interface {
+	PurgeRange(off, n int64) error
+}
+
 // decodeTOCUnit fetches the compressed bytes of u's chunk (and no other), decodes them
 // and checks the chunk against its digest in the TOC. A mismatch is ErrChunkDigest:
 // only the reads that need this chunk fail. A part of a long chunk is checked by
 // decoding the whole chunk the first time; later parts decode up to themselves only.
+//
+// When the chunk's bytes were read but are wrong (a digest mismatch or a decoder's
+// error, not a failed read of the blob), the blob reader forgets the chunk's compressed
+// range, so that the next read fetches it again rather than failing on the same cached
+// bytes until they are evicted.
 func (l *Layer) decodeTOCUnit(ctx context.Context, u unitRef) ([]byte, error) {
+	b, err := l.decodeTOCChunk(ctx, u)
+	var re *blobReadError
+	if err != nil && !errors.As(err, &re) && ctx.Err() == nil {
+		l.purgeTOCChunk(&l.x.toc[u.restart], err)
+	}
+	return b, err
+}
+
+// purgeTOCChunk makes the blob reader forget the compressed bytes of chunk c, found
+// wrong with err.
+func (l *Layer) purgeTOCChunk(c *tocChunk, err error) {
+	p, ok := l.b.(rangePurger)
+	if !ok {
+		return
+	}
+	l.log.Warn("TOC chunk is wrong; its cached bytes are dropped for a fresh fetch",
+		"digest", l.x.Digest, "off", c.In, "end", c.End, "err", err)
+	if perr := p.PurgeRange(c.In, c.End-c.In); perr != nil {
+		l.log.Warn("TOC chunk's cached bytes not all dropped", "digest", l.x.Digest, "off", c.In, "err", perr)
+	}
+}
+
+// blobReadError is an error of the blob reader under a TOC chunk's decoder: the bytes
+// could not be read, which says nothing of the bytes already kept.
+type blobReadError struct{ err error }
+
+func (e *blobReadError) Error() string { return e.err.Error() }
+func (e *blobReadError) Unwrap() error { return e.err }
+
+// readErrMarker marks the errors of r as blobReadError.
+type readErrMarker struct{ r io.Reader }
+
+func (m readErrMarker) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &blobReadError{err}
+	}
+	return n, err
+}
+
+// decodeTOCChunk is decodeTOCUnit without the purge.
+func (l *Layer) decodeTOCChunk(ctx context.Context, u unitRef) ([]byte, error) {
 	c := &l.x.toc[u.restart]
 	whole := u.start == c.Out && u.end == c.Out+c.Len
 	l.mu.Lock()
@@ -107,8 +161,9 @@ func (l *Layer) discard(r io.Reader, n int64) error {
 func (l *Layer) openChunk(ctx context.Context, c *tocChunk) (io.Reader, func(), error) {
 	want := c.Inner + c.Len
 	bufSize := min(c.End-c.In, want+want/64+4096, 2*maxTOCUnit)
-	src := newSeqReader(ctx, l.b, c.In, int(bufSize))
-	src.size = min(src.size, c.End)
+	seq := newSeqReader(ctx, l.b, c.In, int(bufSize))
+	seq.size = min(seq.size, c.End)
+	src := readErrMarker{seq}
 	switch l.x.Format {
 	case FormatEStargz:
 		zr, err := kgzip.NewReader(src)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
+
+	"github.com/regfs/regfs/cache"
 )
 
 func TestTOCEStargz(t *testing.T) {
@@ -490,5 +492,54 @@ func TestTOCLongChunk(t *testing.T) {
 	p := make([]byte, 5)
 	if n, err := lb.ReadAt(ctx, small, p, 0); n != 5 || err != nil || string(p) != "small" {
 		t.Errorf("the other file: %q, %v", p[:n], err)
+	}
+}
+
+// TestTOCCorruptChunkPurged: a chunk whose cached bytes fail the TOC is dropped from the
+// cache, so that once the registry serves the right bytes the next read succeeds; a blob
+// reader that cannot drop them keeps failing (the test would prove nothing otherwise).
+func TestTOCCorruptChunkPurged(t *testing.T) {
+	fs := tocFiles(25, 100<<10)
+	tarBytes := makeTar(t, fs)
+	for _, level := range []int{gzip.NoCompression, gzip.BestSpeed} {
+		for _, purge := range []bool{true, false} {
+			t.Run(fmt.Sprintf("level=%d/purge=%v", level, purge), func(t *testing.T) {
+				blob, ann := buildEStargz(t, tarBytes, estargz.WithCompressionLevel(level))
+				d := digestOf(blob)
+				x, err := BuildTOCIndex(t.Context(), &memBlob{b: blob}, d, ann, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				victim := fileIndex(t, x, "big/0")
+				c := x.toc[sort0(x, victim)]
+				store, err := cache.Open(t.TempDir(), 64<<20, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer store.Close()
+				src := &flipSource{data: blob, at: c.In + (c.End-c.In)/2}
+				cb := cache.NewBlob(store, src, d, int64(len(blob)),
+					cache.WithChunkSize(BlobChunkSize), cache.WithCoarse(cache.DefaultChunkSize))
+				var b BlobReader = cb
+				if !purge {
+					b = unpurgeable{cb}
+				}
+				l := NewLayer(x, b, nil, nil, WithMemoryCache(0), WithCursors(0))
+				e := &x.Entries[victim]
+				p := make([]byte, e.Size)
+				src.flip.Store(true)
+				if _, err := l.ReadAt(t.Context(), e, p, 0); err == nil {
+					t.Fatal("read through a flipped bit succeeded")
+				} else if level == gzip.NoCompression && !errors.Is(err, ErrChunkDigest) {
+					t.Fatalf("read through a flipped bit in a stored block: %v, want ErrChunkDigest", err)
+				}
+				src.flip.Store(false)
+				n, err := l.ReadAt(t.Context(), e, p, 0)
+				ok := n == len(p) && (err == nil || err == io.EOF) && bytes.Equal(p, fs[victim].data)
+				if ok != purge {
+					t.Errorf("read once the registry is right: n=%d err=%v right=%v; want right=%v", n, err, ok, purge)
+				}
+			})
+		}
 	}
 }

@@ -1,0 +1,300 @@
+package integration
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/regfs/regfs/internal/fixture"
+	"github.com/regfs/regfs/internal/testenv"
+	"github.com/regfs/regfs/layers"
+	"github.com/regfs/regfs/layers/inflate"
+)
+
+// This file measures issue 4's figures at the registry, through a real mount: once a
+// layer is indexed, a read fetches about what it decodes, not the index pass's 1 MiB
+// chunks.
+
+const (
+	refetchRepo     = "refetch/app"
+	refetchTag      = "1"
+	refetchPlatform = "linux/amd64"
+	refetchFileSize = 256 << 10 // the gzip layer's text files
+	refetchFiles    = 24        // 6 MiB of text, about 2.4 MB of gzip
+	refetchRead     = 4 << 10
+)
+
+// TestRefetchGzipAfterEviction indexes a gzip layer of text through a mount whose cache
+// is too small to keep the index pass's chunks (they are evicted as the pass goes), then
+// reads 4 KiB of a file whose chunks were evicted: the registry serves at most two spans
+// of compressed bytes (a span: the bytes between two checkpoints, 1 MiB of output apart).
+func TestRefetchGzipAfterEviction(t *testing.T) {
+	testenv.RequireFUSE(t)
+	files := make([][]byte, refetchFiles)
+	var entries []fixture.Entry
+	for i := range files {
+		files[i] = refetchProse(uint64(i), refetchFileSize)
+		entries = append(entries, fixture.Entry{Name: fmt.Sprintf("doc/%02d.txt", i), Body: files[i]})
+	}
+	layer, err := fixture.Layer(fixture.Gzip, fixture.OCI, entries...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := refetchBlob(t, layer)
+	maxSpan := refetchMaxSpan(t, blob)
+	t.Logf("gzip layer: %d bytes for %d of text, largest span %d compressed bytes", len(blob), refetchFiles*refetchFileSize, maxSpan)
+	srv := refetchPush(t, layer, nil)
+
+	// Room for one 1 MiB chunk and the small documents: the pass's chunks are evicted
+	// as it goes, and the layer's index (never evicted before a chunk) is kept.
+	m := mountRegfs(t, mountConfig{registry: srv.Host(), cacheSize: 3 << 19})
+	root := m.path(refetchRepo, refetchTag, "linux", "amd64", "rootfs")
+	if _, err := os.Stat(root + "/doc/00.txt"); err != nil { // indexes the layer
+		t.Fatal(err)
+	}
+	if ev := m.store.Stats().Evictions; ev < 1 {
+		t.Fatalf("%d evictions during the index pass, want the first chunks evicted", ev)
+	}
+
+	// A file in the first MiB of compressed bytes (its 1 MiB chunk evicted), past the
+	// first span (a Layer reading its first unit decodes the next one ahead).
+	const file, off = 5, 100 << 10
+	srv.Reset()
+	got := refetchReadAt(t, root+fmt.Sprintf("/doc/%02d.txt", file), off)
+	if want := files[file][off : off+refetchRead]; !bytes.Equal(got, want) {
+		t.Fatal("wrong bytes")
+	}
+	fetched := refetchSettled(srv, layer)
+	t.Logf("a 4 KiB read after eviction fetched %d bytes of the layer (%s); 2 spans = %d",
+		fetched, refetchBlobRequests(srv.Counts()), 2*maxSpan)
+	if fetched == 0 || fetched > 2*maxSpan {
+		t.Errorf("a 4 KiB read fetched %d bytes, want 1..%d (2 spans)", fetched, 2*maxSpan)
+	}
+}
+
+// TestRefetchEStargzColdCat mounts an eStargz image of a layer over 16 MB, cold, and
+// cats one 4 KiB file: the registry serves the footer, the TOC and that file's chunk,
+// under 2% of the layer.
+func TestRefetchEStargzColdCat(t *testing.T) {
+	testenv.RequireFUSE(t)
+	r := rand.New(rand.NewPCG(7, 7))
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	add := func(name string, body []byte) {
+		t.Helper()
+		if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body)), ModTime: fixture.Epoch()}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 500 {
+		add(fmt.Sprintf("usr/share/doc/%04d", i), refetchProse(uint64(100+i), 500+r.IntN(3000)))
+	}
+	target := refetchProse(99, refetchRead)
+	add("usr/share/doc/target", target)
+	for i := range 5 { // incompressible, 20 MiB
+		big := make([]byte, 4<<20)
+		for j := 0; j < len(big); j += 8 {
+			v := r.Uint64()
+			copy(big[j:], []byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24), byte(v >> 32), byte(v >> 40), byte(v >> 48), byte(v >> 56)})
+		}
+		add(fmt.Sprintf("usr/lib/big%d", i), big)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sgz, err := estargz.Build(io.NewSectionReader(bytes.NewReader(tarBuf.Bytes()), 0, int64(tarBuf.Len())),
+		estargz.WithCompressionLevel(gzip.BestSpeed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := io.ReadAll(sgz)
+	sgz.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := &refetchLayer{Layer: static.NewLayer(blob, types.OCILayer), diffID: v1.Hash{Algorithm: "sha256", Hex: sgz.DiffID().Encoded()}}
+	srv := refetchPush(t, layer, map[string]string{layers.AnnotationTOCDigest: sgz.TOCDigest().String()})
+
+	srv.Reset()
+	m := mountRegfs(t, mountConfig{registry: srv.Host()})
+	got, err := os.ReadFile(m.path(refetchRepo, refetchTag, "linux", "amd64", "rootfs", "usr", "share", "doc", "target"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, target) {
+		t.Fatal("wrong bytes")
+	}
+	fetched := refetchSettled(srv, layer)
+	t.Logf("cold cat of a 4 KiB file fetched %d bytes of a %d-byte eStargz layer (%.2f%%): %s",
+		fetched, len(blob), 100*float64(fetched)/float64(len(blob)), refetchBlobRequests(srv.Counts()))
+	if limit := int64(len(blob)) / 50; fetched == 0 || fetched >= limit {
+		t.Errorf("cold cat fetched %d bytes of the layer, want under 2%% (%d)", fetched, limit)
+	}
+}
+
+// refetchLayer is a layer with the uncompressed digest its config should list.
+type refetchLayer struct {
+	v1.Layer
+	diffID v1.Hash
+}
+
+func (l *refetchLayer) DiffID() (v1.Hash, error) { return l.diffID, nil }
+
+// refetchProse returns n bytes of text like prose (gzip compresses it about 3:1, as it
+// does English): words from a vocabulary of 2,000 made-up ones, in sentences.
+func refetchProse(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, 42))
+	vocab := make([]string, 2000)
+	vr := rand.New(rand.NewPCG(1, 42)) // one vocabulary for every file
+	for i := range vocab {
+		w := make([]byte, 2+vr.IntN(8))
+		for j := range w {
+			w[j] = byte('a' + vr.IntN(26))
+		}
+		vocab[i] = string(w)
+	}
+	b := make([]byte, 0, n+16)
+	for len(b) < n {
+		b = append(b, vocab[r.IntN(len(vocab))]...)
+		if r.IntN(12) == 0 {
+			b = append(b, ".\n"...)
+		} else {
+			b = append(b, ' ')
+		}
+	}
+	return b[:n]
+}
+
+// refetchBlob returns a layer's compressed bytes.
+func refetchBlob(t *testing.T, l v1.Layer) []byte {
+	t.Helper()
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// refetchMaxSpan returns the largest compressed span of a gzip blob: the bytes between
+// two of the checkpoints an index pass records (1 MiB of output apart), or between the
+// last one and the blob's end.
+func refetchMaxSpan(t *testing.T, blob []byte) int64 {
+	t.Helper()
+	var ins []int64
+	_, err := inflate.Scan(bytes.NewReader(blob), nil, layers.DefaultSpan, func(cp inflate.Checkpoint) error {
+		ins = append(ins, cp.In)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins = append(ins, int64(len(blob)))
+	var span int64
+	for i := 1; i < len(ins); i++ {
+		span = max(span, ins[i]-ins[i-1])
+	}
+	return span
+}
+
+// refetchPush pushes an image of one layer, whose descriptor has the annotations, for
+// refetchPlatform under refetchRepo:refetchTag to a new in-process registry.
+func refetchPush(t *testing.T, l v1.Layer, annotations map[string]string) *testenv.Server {
+	t.Helper()
+	img, err := fixture.Image(fixture.OCI, fixture.Platform(refetchPlatform))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err = mutate.Append(img, mutate.Addendum{Layer: l, Annotations: annotations,
+		History: v1.History{Created: v1.Time{Time: fixture.Epoch()}, CreatedBy: "refetch layer"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := fixture.Index(fixture.OCI, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.InProcessRegistry(t)
+	item := fixture.Item{Repo: refetchRepo, Tags: []string{refetchTag}, Object: idx}
+	if err := (fixture.Set{item}).Push(context.Background(), srv.DirectHost()); err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+// refetchReadAt reads refetchRead bytes of path at off.
+func refetchReadAt(t *testing.T, path string, off int64) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p := make([]byte, refetchRead)
+	if _, err := f.ReadAt(p, off); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// refetchSettled returns the body bytes of the GET requests for layer l's blob once
+// they stop changing: a read returns as soon as its bytes arrive, and the counter records
+// a request when its handler returns, a little later.
+func refetchSettled(srv *testenv.Server, l v1.Layer) int64 {
+	last := refetchLayerBytes(srv.Counts(), l)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		n := refetchLayerBytes(srv.Counts(), l)
+		if n == last && n > 0 {
+			break
+		}
+		last = n
+	}
+	return last
+}
+
+// refetchLayerBytes sums the body bytes of the GET requests for layer l's blob.
+func refetchLayerBytes(c testenv.Counts, l v1.Layer) int64 {
+	d, err := l.Digest()
+	if err != nil {
+		return -1
+	}
+	var n int64
+	for _, r := range c.Requests {
+		if r.Method == "GET" && r.Kind == testenv.KindBlob && r.Ref == d.String() {
+			n += r.Bytes
+		}
+	}
+	return n
+}
+
+// refetchBlobRequests lists the GET blob requests of c, with their ranges and sizes.
+func refetchBlobRequests(c testenv.Counts) string {
+	var s string
+	for _, r := range c.Requests {
+		if r.Method == "GET" && r.Kind == testenv.KindBlob {
+			s += fmt.Sprintf("[%s %s: %d bytes] ", r.Ref[:min(len(r.Ref), 19)], r.Range, r.Bytes)
+		}
+	}
+	return s
+}
