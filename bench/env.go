@@ -102,8 +102,9 @@ type regfsProc struct {
 }
 
 // mount starts regfs on a new mount point with cacheDir and waits until the
-// mount is up.
-func (e *env) mount(ctx context.Context, cacheDir string) (*regfsProc, error) {
+// mount is up. extra flags go after the usual ones (a repeated flag's last
+// value wins: "--log-level", "debug" overrides -log-level).
+func (e *env) mount(ctx context.Context, cacheDir string, extra ...string) (*regfsProc, error) {
 	e.nMount++
 	base := filepath.Join(e.o.work, "mounts", fmt.Sprintf("m%02d", e.nMount))
 	p := &regfsProc{e: e, dir: base + ".mnt", logPath: base + ".log", stats: base + ".time", done: make(chan struct{})}
@@ -120,7 +121,8 @@ func (e *env) mount(ctx context.Context, cacheDir string) (*regfsProc, error) {
 		args = append(args, "perf", "record", "-F", "999", "-g", "-q", "-o", base+".perf.data", "--")
 	}
 	args = append(args, e.o.regfs, "mount", "--registry", e.host, "--cache-dir", cacheDir,
-		"--log-level", e.o.logLevel, "--timeout", "120s", p.dir)
+		"--log-level", e.o.logLevel, "--timeout", "120s")
+	args = append(append(args, extra...), p.dir)
 	p.cmd = exec.Command(e.o.timeBin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.started = time.Now()
@@ -152,7 +154,12 @@ func (e *env) mount(ctx context.Context, cacheDir string) (*regfsProc, error) {
 
 // rootfs returns the path of the benchmark image's rootfs in this mount.
 func (p *regfsProc) rootfs(img *image) string {
-	return filepath.Join(p.dir, img.repo, img.tag, img.platform, "rootfs")
+	return p.rootfsOf(img.repo, img.tag, img.platform)
+}
+
+// rootfsOf returns the path of the rootfs of repo:tag's platform in this mount.
+func (p *regfsProc) rootfsOf(repo, tag, platform string) string {
+	return filepath.Join(p.dir, repo, tag, platform, "rootfs")
 }
 
 // unmount unmounts, waits for regfs to exit and returns its peak RSS and CPU

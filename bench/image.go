@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/klauspost/compress/gzip"
@@ -14,9 +15,11 @@ import (
 	"github.com/regfs/regfs/internal/fixture"
 )
 
-// image is the benchmark image: an index with linux/arm64 (one gzip layer:
-// the Debian rootfs, a 50 MB file made of the rootfs's own files, and padding
-// if needed) and a small linux/amd64 entry.
+// image is the benchmark image: an index with linux/arm64 (one gzip layer: a
+// 50 MB file made of the rootfs's own files, the Debian rootfs, and padding
+// if needed) and a small linux/amd64 entry. The big file comes first so that
+// its chunks are the first evicted by a cache smaller than the layer (the
+// refetch and concurrent figures).
 type image struct {
 	repo, tag, platform string
 	ref                 string // host/repo:tag on the counted host, for crane
@@ -30,6 +33,9 @@ type image struct {
 	smallBody []byte
 	bigFile   string // the large file read at random offsets
 	bigBody   []byte
+
+	rootfsEntries []fixture.Entry // the Debian rootfs alone (the diff figure's base layer)
+	allEntries    []fixture.Entry // every entry of the layer, padding included, in order
 }
 
 // benchPlatform is the platform the figures read.
@@ -39,7 +45,7 @@ const benchPlatform = "linux/arm64"
 // o.work and pushes the image to the registry directly (not counted).
 func buildImage(ctx context.Context, o options, e *env, log *slog.Logger) (*image, error) {
 	img := &image{repo: "bench/debian", tag: "bookworm", platform: benchPlatform,
-		smallFile: "etc/debian_version", bigFile: "opt/regfs-bench/big.bin"}
+		smallFile: "etc/debian_version", bigFile: "regfs-bench/big.bin"}
 	img.ref = e.host + "/" + img.repo + ":" + img.tag
 	var err error
 	if img.smallBody, err = os.ReadFile(filepath.Join(o.rootfs, img.smallFile)); err != nil {
@@ -65,10 +71,12 @@ func buildImage(ctx context.Context, o options, e *env, log *slog.Logger) (*imag
 		return nil, fmt.Errorf("big file: %d bytes, want %d", len(img.bigBody), o.bigSize)
 	}
 	big := []fixture.Entry{
-		fixture.Dir("opt/regfs-bench", 0o755),
+		fixture.Dir("regfs-bench", 0o755),
 		{Name: img.bigFile, Kind: fixture.KindFile, Body: img.bigBody, Mode: 0o644},
 	}
-	layerEntries := append(entries, big...)
+	img.rootfsEntries = entries
+	layerEntries := append(big, entries...)
+	img.allEntries = layerEntries
 	layer, err := fixture.Layer(fixture.Gzip, fixture.OCI, layerEntries...)
 	if err != nil {
 		return nil, err
@@ -81,9 +89,9 @@ func buildImage(ctx context.Context, o options, e *env, log *slog.Logger) (*imag
 			tar += en.Size
 		}
 		want := int64(float64(o.padTo-size) * float64(tar+o.bigSize) / float64(size))
-		pad := []fixture.Entry{fixture.Dir("opt/regfs-bench/pad", 0o755)}
+		pad := []fixture.Entry{fixture.Dir("regfs-bench/pad", 0o755)}
 		for k := 0; want > 0; k++ {
-			prefix := fmt.Sprintf("opt/regfs-bench/pad/%d/", k)
+			prefix := fmt.Sprintf("regfs-bench/pad/%d/", k)
 			pad = append(pad, fixture.Dir(prefix, 0o755))
 			for _, en := range entries {
 				if !underUsr(en.Name) || !(en.Kind == fixture.KindDir || en.Kind == fixture.KindFile && want > 0) {
@@ -95,7 +103,8 @@ func buildImage(ctx context.Context, o options, e *env, log *slog.Logger) (*imag
 			}
 		}
 		log.Info("padding the layer", "compressed", size, "files", len(pad))
-		if layer, err = fixture.Layer(fixture.Gzip, fixture.OCI, append(layerEntries, pad...)...); err != nil {
+		img.allEntries = append(slices.Clip(layerEntries), pad...)
+		if layer, err = fixture.Layer(fixture.Gzip, fixture.OCI, img.allEntries...); err != nil {
 			return nil, err
 		}
 	}

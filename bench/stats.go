@@ -101,15 +101,26 @@ func joinInts(xs []int64, f func(int64) string) string {
 	return strings.Join(parts, " ")
 }
 
+func slicesMin(xs []int64) int64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	return slices.Min(xs)
+}
+
+// kb prints a byte count in kB (10^3).
+func kb(n int64) string { return fmt.Sprintf("%.0f kB", float64(n)/1e3) }
+
 // mb prints a byte count in MB (10^6), the unit of the issue's figures.
 func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
 
 // mib prints a byte count in MiB, without the unit.
 func mib(n int64) string { return fmt.Sprintf("%.1f", float64(n)/(1<<20)) }
 
-// printTable writes the figures, then the per-run details.
-func printTable(w io.Writer, img *image, rows []row, took time.Duration) {
-	fmt.Fprintf(w, "\nregfs benchmark (issue 3): image %s, platform %s, one gzip layer of %s (%s uncompressed, %d entries); took %s\n\n",
+// printTable writes the figures, then the per-run details, then methods (how
+// the figures were taken).
+func printTable(w io.Writer, img *image, rows []row, took time.Duration, methods string) {
+	fmt.Fprintf(w, "\nregfs benchmark (issues 3 and 4): image %s, platform %s, one gzip layer of %s (%s uncompressed, %d entries); took %s\n\n",
 		img.repo+":"+img.tag, img.platform, mb(img.layerSize), mb(img.tarSize), img.entries, took.Round(time.Second))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "figure\tmeasured\ttarget\tresult")
@@ -135,17 +146,15 @@ func printTable(w io.Writer, img *image, rows []row, took time.Duration) {
 			fmt.Fprintf(w, "  %s: %s\n", r.figure, r.detail)
 		}
 	}
-	fmt.Fprint(w, method)
+	fmt.Fprint(w, "\nmethod:\n  Comparisons alternate their two sides (A B A B …) and compare medians. Every regfs run is a new\n"+
+		"  'regfs mount' process under GNU time -v; the registry is Debian's docker-registry in its own\n"+
+		"  process, behind a counting proxy in regfs-bench that every client (regfs, crane) goes through;\n"+
+		"  bytes are the blob response bytes that proxy counted.\n"+methods)
 	fmt.Fprintf(w, "\nbench: %d passed, %d failed\n", pass, fail)
 }
 
-// method explains how the figures were taken, under the table.
-const method = `
-method:
-  Comparisons alternate their two sides (A B A B …) and compare medians. Every regfs run is a new
-  'regfs mount' process under GNU time -v; the registry is Debian's docker-registry in its own
-  process, behind a counting proxy in regfs-bench that every client (regfs, crane) goes through.
-  cold: new empty cache per run; the time is the 'cat' alone (the mount is already up, as for a
+// rootfsMethod explains how the rootfs group's figures were taken.
+const rootfsMethod = `  cold: new empty cache per run; the time is the 'cat' alone (the mount is already up, as for a
   user); crane's includes writing the extracted tree to disk, as 'crane export | tar -x' does.
   warm: remounts with the last cold run's cache (index and chunks on disk); each remount is a new
   process, so neither the kernel page cache of the mount nor regfs's memory holds anything; each

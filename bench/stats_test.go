@@ -126,9 +126,9 @@ func TestPrintTable(t *testing.T) {
 		{figure: "a", measured: "1", target: "<= 2", verdict: "pass"},
 		{figure: "b", measured: "3", target: "<= 2", verdict: "FAIL", detail: "runs: 3 3 3"},
 		{figure: "c", measured: "info only"},
-	}, time.Minute)
+	}, time.Minute, "  a: how\n")
 	got := out.String()
-	for _, want := range []string{"pass", "FAIL", "info", "b: runs: 3 3 3", "bench: 1 passed, 1 failed"} {
+	for _, want := range []string{"pass", "FAIL", "info", "b: runs: 3 3 3", "  a: how", "bench: 1 passed, 1 failed"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# bench.sh measures the figures of issue 3 (`make bench`): cold cat vs crane
-# export, warm random reads, read-all vs gunzip, peak RSS while indexing.
+# bench.sh measures the figures of issues 3 and 4 (`make bench`): cold cat vs
+# crane export, warm random reads, read-all vs gunzip, peak RSS while indexing;
+# refetch after eviction, concurrent readers, diff -r of two platforms, index
+# pass throughput, eStargz, the cache bound (see bench/main.go).
 # It installs what it needs beyond `make deps` (GNU time, debootstrap, crane),
 # makes a Debian arm64 rootfs in its cache once, builds regfs and bench/, and
 # runs bench/ (see bench/main.go for what is measured and how).
@@ -9,7 +11,7 @@
 #   REGFS_BENCH_CACHE   cache of tools and the rootfs (default ~/.cache/regfs-bench)
 #   REGFS_BENCH_ROOTFS  use this rootfs directory instead of making one
 #   REGFS_BENCH_MIRROR  Debian mirror for debootstrap (default: the one apt uses)
-#   REGFS_BENCH_ARGS    extra flags for bench/ (e.g. "-pairs 7 -keep")
+#   REGFS_BENCH_ARGS    extra flags for bench/ (e.g. "-figures refetch,diff -keep")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
