@@ -28,8 +28,10 @@ const DecodedChunkSize = 1 << 20
 const (
 	// bigSpan: a gzip span longer than this is read in DecodedChunkSize units.
 	bigSpan = 4 * DecodedChunkSize
-	// cursorReadSize is the size of the blob reads of a live decoder.
-	cursorReadSize = 256 << 10
+	// cursorReadSize is the size of the blob reads of a live decoder: small
+	// enough that a decode started cold fetches little past its unit's end
+	// (reads after indexing fetch 64 KiB chunks; see cache.WithCoarse).
+	cursorReadSize = 64 << 10
 	// defaultCursors is the number of idle decoders a Layer keeps.
 	defaultCursors = 4
 	// defaultUnitCache is the decoded bytes a Layer keeps in memory.
@@ -68,7 +70,7 @@ type Layer struct {
 	cached   []cachedUnit        // guarded by mu; least recently used first
 	cachedN  int64               // guarded by mu; invariant: sum of len(cached[i].b)
 	inflight map[int64]*unitCall // guarded by mu; by unit start
-	seqNext  int64               // guarded by mu; end of the unit read last
+	seqNext  int64               // guarded by mu; end of the unit read last (-1: none yet)
 
 	tocVerified map[int]bool // guarded by mu; long TOC chunks (by index) whose digest was checked
 
@@ -84,6 +86,9 @@ func NewLayer(x *Index, b BlobReader, dec DecodedCache, log *slog.Logger, opts .
 		x: x, b: b, dec: dec, log: orDiscard(log),
 		maxCursors: defaultCursors, maxCached: defaultUnitCache,
 		inflight: make(map[int64]*unitCall),
+		// A first read is not yet a reader moving forward: one unit
+		// decoded ahead would double what a lone read costs.
+		seqNext: -1,
 	}
 	for _, o := range opts {
 		o(l)
@@ -172,4 +177,38 @@ func (l *Layer) readStream(ctx context.Context, p []byte, off int64) error {
 		p, off = p[n:], off+int64(n)
 	}
 	return nil
+}
+
+// ReadCached reads len(p) bytes of entry e's data at off, like ReadAt, but only from
+// decoded units the Layer holds in memory: it decodes nothing, fetches nothing and
+// waits for nothing. ok is false, and p's contents undefined, when any byte is not in
+// memory. It is for speculative work, such as handing the kernel files a walk is about
+// to read.
+func (l *Layer) ReadCached(e *Entry, p []byte, off int64) (n int, ok bool) {
+	if off < 0 || off >= e.Size || e.Sparse != nil || l.x.Format == FormatTar {
+		return 0, false
+	}
+	n = int(min(int64(len(p)), e.Size-off))
+	q, pos := p[:n], e.Offset+off
+	if pos+int64(n) > l.x.Size {
+		return 0, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for len(q) > 0 {
+		u := l.unitAt(pos)
+		var b []byte
+		for _, c := range l.cached {
+			if c.start == u.start {
+				b = c.b
+				break
+			}
+		}
+		if b == nil {
+			return 0, false
+		}
+		k := copy(q, b[pos-u.start:])
+		q, pos = q[k:], pos+int64(k)
+	}
+	return n, true
 }
