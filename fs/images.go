@@ -195,6 +195,12 @@ func (m *mergedFS) ReadAt(ctx context.Context, n *tree.Node, p []byte, off int64
 	return m.layers[n.Layer].ReadAt(ctx, &m.entries[n.Layer][n.Entry], p, off)
 }
 
+// ReadCached reads regular file n's bytes only from what its layer holds in
+// memory (see layers.Layer.ReadCached).
+func (m *mergedFS) ReadCached(n *tree.Node, p []byte, off int64) (int, bool) {
+	return m.layers[n.Layer].ReadCached(&m.entries[n.Layer][n.Entry], p, off)
+}
+
 // decodedStore keeps decoded bytes of single-frame zstd layers in the cache.
 type decodedStore struct{ s *cache.Store }
 

@@ -22,14 +22,17 @@ const forever = 365 * 24 * time.Hour
 // mount is the state shared by every node of one mount. Its fields are set
 // once by Mount; it is safe for concurrent use.
 type mount struct {
-	res        *resolver.Client
-	rootfs     RootfsOpener
-	store      *cache.Store
-	tagTTL     time.Duration
-	mountpoint string // absolute, for rebase
-	rebase     bool   // see Config.RebaseSymlinks
-	log        *slog.Logger
-	served     atomic.Int64 // bytes of rootfs files returned to readers
+	res          *resolver.Client
+	rootfs       RootfsOpener
+	store        *cache.Store
+	tagTTL       time.Duration
+	mountpoint   string // absolute, for rebase
+	rebase       bool   // see Config.RebaseSymlinks
+	log          *slog.Logger
+	served       atomic.Int64 // bytes of rootfs files returned to readers
+	pushed       atomic.Int64 // bytes handed to the kernel ahead of reads (push.go)
+	readRequests atomic.Int64 // READ requests for rootfs files
+	push         pusher
 }
 
 // mountOptions returns the go-fuse options regfs mounts with: read-only,

@@ -71,6 +71,11 @@ type treeNode struct {
 	gofs.Inode
 	r  *rootfsRef
 	id tree.NodeID
+	// pushed is set once a file's end was read or its bytes were pushed to
+	// the kernel's page cache; pushedTo is how far from 0 pushes of the rest
+	// of the file have got (push.go).
+	pushed   atomic.Bool
+	pushedTo atomic.Int64
 }
 
 var (
@@ -246,6 +251,11 @@ func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 			"platform", n.r.platform, "manifest", n.r.manifest.Digest, "path", n.Path(nil), "off", off)
 	}
 	n.r.m.served.Add(int64(k))
+	n.r.m.readRequests.Add(1)
+	// Hand the kernel what this reader is likely to read next (push.go).
+	if end := off + int64(k); end < t.Size || !n.pushed.Swap(true) {
+		n.r.m.push.after(n, end)
+	}
 	return fuse.ReadResultData(dest[:k]), 0
 }
 

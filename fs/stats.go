@@ -23,11 +23,17 @@ type Stats struct {
 	Registry    resolver.Stats `json:"registry"`     // requests made and bytes read
 	Cache       cache.Stats    `json:"cache"`        // hits, misses, bytes fetched into it
 	BytesServed int64          `json:"bytes_served"` // file bytes returned to readers of rootfs/
+	// BytesPushed counts file bytes handed to the kernel's page cache ahead
+	// of reads (not in BytesServed), for walks that read file after file.
+	BytesPushed int64 `json:"bytes_pushed"`
+	// ReadRequests counts the kernel's READ requests for rootfs files: the
+	// reads that missed the page cache.
+	ReadRequests int64 `json:"read_requests"`
 }
 
 // stats returns a snapshot of the mount's counters.
 func (m *mount) stats() Stats {
-	s := Stats{Registry: m.res.Stats(), BytesServed: m.served.Load()}
+	s := Stats{Registry: m.res.Stats(), BytesServed: m.served.Load(), BytesPushed: m.pushed.Load(), ReadRequests: m.readRequests.Load()}
 	if m.store != nil {
 		s.Cache = m.store.Stats()
 	}

@@ -211,3 +211,57 @@ func TestReadAtBounds(t *testing.T) {
 		t.Error("cancelled: no error")
 	}
 }
+
+// TestReadCached checks that ReadCached serves only what a read has decoded, byte for
+// byte, and never decodes or fetches.
+func TestReadCached(t *testing.T) {
+	tarBytes, _ := bigLayer(t, 4)
+	for _, tc := range []struct {
+		name string
+		blob []byte
+	}{
+		{"gzip", gzipStd(t, tarBytes)},
+		{"zstd multi-frame", zstdFrames(t, tarBytes, 256<<10, false)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			blob := &memBlob{b: tc.blob}
+			x, err := BuildIndex(context.Background(), blob, digestOf(tc.blob), nil, WithSpan(1<<20))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := NewLayer(x, blob, nil, nil)
+			mid := &x.Entries[len(x.Entries)/2]
+			p := make([]byte, mid.Size)
+			if _, ok := l.ReadCached(mid, p, 0); ok {
+				t.Fatal("ReadCached of a fresh layer succeeded")
+			}
+			if _, err := l.ReadAt(context.Background(), mid, p[:4096], 0); err != nil {
+				t.Fatal(err)
+			}
+			st, fetched := l.Stats(), blob.bytes.Load()
+			var hits, misses int
+			for i := range x.Entries {
+				e := &x.Entries[i]
+				q := make([]byte, e.Size)
+				k, ok := l.ReadCached(e, q, 0)
+				if !ok {
+					misses++
+					continue
+				}
+				hits++
+				if want := tarBytes[e.Offset : e.Offset+e.Size]; k != len(q) || !bytes.Equal(q, want) {
+					t.Fatalf("ReadCached(%s) = %d bytes, wrong", e.Name, k)
+				}
+			}
+			if hits == 0 || misses == 0 {
+				t.Errorf("ReadCached: %d entries in memory, %d not; want some of each after one read", hits, misses)
+			}
+			if l.Stats() != st || blob.bytes.Load() != fetched {
+				t.Errorf("ReadCached decoded or fetched: stats %+v -> %+v, fetched %d -> %d", st, l.Stats(), fetched, blob.bytes.Load())
+			}
+			if _, ok := l.ReadCached(mid, p, mid.Size); ok {
+				t.Error("ReadCached at the entry's end succeeded")
+			}
+		})
+	}
+}
