@@ -94,6 +94,10 @@ type Blob struct {
 	// decoders moving forward side by side. Guarded by mu; cleared by
 	// Purge and PurgeRange.
 	memo [2]memoChunk
+	// seqEnd is where the last ReadAt ended, seqRun how many bytes the
+	// reads up to it have read in order, raNext the first chunk not yet
+	// requested ahead of them (see readAhead). Guarded by mu.
+	seqEnd, seqRun, raNext int64
 
 	// storeMu is held shared while a fetch stores a chunk and exclusively by Purge, so that
 	// a fetch started before a Purge never stores a chunk after it.
@@ -251,6 +255,7 @@ func (b *Blob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	end := min(off+int64(len(p)), b.size)
 	first, last := off/b.chunk, (end-1)/b.chunk
 	refs := b.start(ctx, first, last, 0)
+	b.readAhead(ctx, off, end, last)
 	n := 0
 	for i, r := range refs {
 		data, err := r.wait(ctx)
@@ -391,6 +396,57 @@ func (b *Blob) start(ctx context.Context, first, last, maxRun int64) []chunkRef 
 		b.running.Go(func() { b.fetch(shared, r.first, r.calls, epoch) })
 	}
 	return refs
+}
+
+const (
+	// seqThreshold is how many bytes a reader must have read in order before
+	// the Blob fetches ahead of it: more than a span a decoder reads to serve
+	// one random read, so that such a read costs only its span.
+	seqThreshold = 2 << 20
+	// seqWindow is how far ahead of a sequential reader the Blob keeps its
+	// chunks requested.
+	seqWindow = 2 << 20
+)
+
+// readAhead notes a read of [off, end) whose last chunk is last. Once the
+// reads have gone on in order for seqThreshold bytes, it keeps the chunks of
+// the next seqWindow bytes requested: when less than half of that is, it
+// starts fetching the rest (the chunks neither stored nor in flight, each run
+// of them in one request). A reader streaming through evicted chunks then
+// waits for about one request per half window, not one per read.
+func (b *Blob) readAhead(ctx context.Context, off, end, last int64) {
+	b.mu.Lock()
+	if off < b.seqEnd-b.chunk || off > b.seqEnd {
+		b.seqRun, b.raNext = 0, 0
+	}
+	b.seqRun += max(0, end-max(off, b.seqEnd))
+	b.seqEnd = end
+	first := max(last+1, b.raNext)
+	last = min((end+seqWindow-1)/b.chunk, (b.size-1)/b.chunk)
+	if b.seqRun < seqThreshold || (last-first+1)*b.chunk < seqWindow/2 {
+		b.mu.Unlock()
+		return
+	}
+	b.raNext = last + 1
+	var runs []run
+	epoch := b.epoch
+	for c := first; c <= last; c++ {
+		if b.inflight[c] != nil || b.s.has(b.key(c)) || (b.coarse > 0 && b.s.has(b.coarseKey(c*b.chunk/b.coarse))) {
+			continue
+		}
+		cl := &call{done: make(chan struct{})}
+		b.inflight[c] = cl
+		if n := len(runs); n > 0 && runs[n-1].extends(c, 0) {
+			runs[n-1].calls = append(runs[n-1].calls, cl)
+			continue
+		}
+		runs = append(runs, run{first: c, calls: []*call{cl}})
+	}
+	b.mu.Unlock()
+	shared := context.WithoutCancel(ctx)
+	for _, r := range runs {
+		b.running.Go(func() { b.fetch(shared, r.first, r.calls, epoch) })
+	}
 }
 
 // run is adjacent chunks first, first+1, … to fetch in one request, one call each.

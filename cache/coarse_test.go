@@ -341,3 +341,43 @@ func TestChunkKindsShareEvictionOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestSequentialReadAhead reads a blob front to back in 128 KiB reads, with no chunk
+// stored: past seqThreshold the Blob fetches ahead in large requests. Small reads at
+// random offsets fetch only their chunks.
+func TestSequentialReadAhead(t *testing.T) {
+	const size, step, grain = 8 << 20, 128 << 10, 32 << 10
+	data := randomBytes(33, size)
+	s := openStore(t, t.TempDir(), 1<<30)
+	src := newFakeSource(data)
+	b := NewBlob(s, src, digestOf("sequential"), size, WithChunkSize(grain))
+	p := make([]byte, step)
+	for off := int64(0); off < size; off += step {
+		n, err := b.ReadAt(t.Context(), p, off)
+		checkReadAt(t, data, p[:n], off, n, err)
+	}
+	b.running.Wait()
+	fetches, n := src.counts()
+	t.Logf("%d bytes read in %d reads: %d fetches, %d bytes", size, size/step, fetches, n)
+	if noAhead := size / step; fetches > noAhead/2 {
+		t.Errorf("%d fetches for %d sequential reads, want at most %d", fetches, noAhead, noAhead/2)
+	}
+	if n != size {
+		t.Errorf("fetched %d bytes, want the blob's %d once", n, size)
+	}
+
+	src = newFakeSource(data)
+	b = NewBlob(s, src, digestOf("random"), size, WithChunkSize(grain))
+	r := rand.New(rand.NewPCG(1, 2))
+	const reads = 64
+	for range reads {
+		off := r.Int64N(size - 4096)
+		p := make([]byte, 4096)
+		n, err := b.ReadAt(t.Context(), p, off)
+		checkReadAt(t, data, p, off, n, err)
+	}
+	b.running.Wait()
+	if _, n := src.counts(); n > reads*2*grain {
+		t.Errorf("%d random 4 KiB reads fetched %d bytes, want at most %d (their chunks)", reads, n, reads*2*grain)
+	}
+}

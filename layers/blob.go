@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // BlobReader is random access to a blob. *cache.Blob implements it.
@@ -119,6 +120,16 @@ func tarChecksumOK(blk []byte) bool {
 	return want == unsigned || want == signed
 }
 
+const (
+	// stopZone and stopZoneRead: see seqReader.stops. A gzip decoder
+	// finishing a block delivers its output only once it has decoded up to
+	// 32 KiB of output more from the next block (klauspost/compress/flate
+	// flushes its window when it fills, not at a block's end), so it reads
+	// about that much input past the restart point where its unit ends.
+	stopZone     = 64 << 10
+	stopZoneRead = 4 << 10
+)
+
 // seqReader reads a BlobReader sequentially from off in pieces of len(buf).
 // The context is stored for the life of the reader: a seqReader lives inside one
 // streaming pass or one checked-out decoder and is pulled by library code (archive/tar,
@@ -131,10 +142,22 @@ type seqReader struct {
 	buf  []byte
 	pos  int // next unread byte in buf
 	end  int // valid bytes in buf
+	// stops are blob offsets, ascending (restart points): no single read
+	// crosses one, and the reads in the stopZone bytes after one are at most
+	// stopZoneRead bytes, so that a decoder that reaches a restart point
+	// fetches only the few bytes past it it needs to finish its unit. nil:
+	// none.
+	stops []int64
 }
 
 func newSeqReader(ctx context.Context, b BlobReader, off int64, bufSize int) *seqReader {
 	return &seqReader{ctx: ctx, b: b, off: off, size: b.Size(), buf: make([]byte, bufSize)}
+}
+
+// withStops sets the reader's stops (see seqReader.stops) and returns it.
+func (r *seqReader) withStops(stops []int64) *seqReader {
+	r.stops = stops
+	return r
 }
 
 // Read implements io.Reader.
@@ -147,6 +170,14 @@ func (r *seqReader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		want := min(int64(len(r.buf)), r.size-r.off)
+		if i, _ := slices.BinarySearch(r.stops, r.off+1); len(r.stops) > 0 {
+			if i < len(r.stops) {
+				want = min(want, r.stops[i]-r.off)
+			}
+			if i > 0 && r.off-r.stops[i-1] < stopZone {
+				want = min(want, stopZoneRead)
+			}
+		}
 		n, err := r.b.ReadAt(r.ctx, r.buf[:want], r.off)
 		if int64(n) < want {
 			if err == nil || errors.Is(err, io.EOF) {

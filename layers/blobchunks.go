@@ -14,9 +14,9 @@ var ErrBlobChunkDigest = errors.New("layers: blob chunk does not match its diges
 
 // BlobChunkSize is the size of the blob chunks whose digests BuildIndex records by default,
 // and so the grain at which reads after indexing fetch a layer's blob: a read costs the
-// registry about the compressed bytes it decodes, rounded out to 64 KiB, not to the 1 MiB
-// chunks of the index pass. The sums cost 32 bytes per 64 KiB of blob in the index (0.05%).
-const BlobChunkSize = 64 << 10
+// registry about the compressed bytes it decodes, rounded out to 32 KiB, not to the 1 MiB
+// chunks of the index pass. The sums cost 32 bytes per 32 KiB of blob in the index (0.1%).
+const BlobChunkSize = 32 << 10
 
 // blobChunks are the sha256 sums of the fixed-size chunks of a layer's compressed blob,
 // recorded by the full pass (BuildIndex) that also checked the whole blob against its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/regfs/regfs/layers/inflate"
 )
@@ -69,7 +70,7 @@ func (l *Layer) newCursor(ctx context.Context, i int) (*cursor, error) {
 	switch l.x.Format {
 	case FormatGzip:
 		cp := l.x.checkpoints[i]
-		src := newSeqReader(ctx, l.b, cp.In, cursorReadSize)
+		src := newSeqReader(ctx, l.b, cp.In, cursorReadSize).withStops(l.readStops())
 		rc, err := inflate.Resume(src, cp)
 		if err != nil {
 			return nil, fmt.Errorf("resume at checkpoint %d (in %d, out %d): %w", i, cp.In, cp.Out, err)
@@ -77,7 +78,7 @@ func (l *Layer) newCursor(ctx context.Context, i int) (*cursor, error) {
 		return &cursor{pos: cp.Out, src: src, r: rc, close: func() { rc.Close() }}, nil
 	case FormatZstd:
 		f := l.x.frames[i]
-		src := newSeqReader(ctx, l.b, f.In, cursorReadSize)
+		src := newSeqReader(ctx, l.b, f.In, cursorReadSize).withStops(l.readStops())
 		dec, err := newZstdDecoder()
 		if err != nil {
 			return nil, err
@@ -112,4 +113,24 @@ func (l *Layer) Close() {
 	for _, c := range idle {
 		c.close()
 	}
+}
+
+// readStops returns the blob offsets of the layer's restart points, ascending:
+// a decoder's reads stop at them (seqReader.stops), so that a decode of one
+// unit fetches about its span's compressed bytes and not a read size more.
+func (l *Layer) readStops() []int64 {
+	l.stopsOnce.Do(func() {
+		switch l.x.Format {
+		case FormatGzip:
+			for _, cp := range l.x.checkpoints {
+				l.stops = append(l.stops, cp.In)
+			}
+		case FormatZstd:
+			for _, f := range l.x.frames {
+				l.stops = append(l.stops, f.In)
+			}
+		}
+		slices.Sort(l.stops)
+	})
+	return l.stops
 }

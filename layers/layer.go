@@ -30,7 +30,8 @@ const (
 	bigSpan = 4 * DecodedChunkSize
 	// cursorReadSize is the size of the blob reads of a live decoder: small
 	// enough that a decode started cold fetches little past its unit's end
-	// (reads after indexing fetch 64 KiB chunks; see cache.WithCoarse).
+	// (reads after indexing fetch 32 KiB chunks; see cache.WithCoarse), and its
+	// reads end just past restart points (readStops).
 	cursorReadSize = 64 << 10
 	// defaultCursors is the number of idle decoders a Layer keeps.
 	defaultCursors = 4
@@ -73,6 +74,9 @@ type Layer struct {
 	seqNext  int64               // guarded by mu; end of the unit read last (-1: none yet)
 
 	tocVerified map[int]bool // guarded by mu; long TOC chunks (by index) whose digest was checked
+
+	stopsOnce sync.Once
+	stops     []int64 // see readStops
 
 	decoded  atomic.Int64
 	resumes  atomic.Int64
