@@ -428,6 +428,26 @@ func (b *Blob) readAhead(ctx context.Context, off, end, last int64) {
 		return
 	}
 	b.raNext = last + 1
+	b.startMissingLocked(ctx, first, last) // unlocks
+}
+
+// Prefetch starts fetching the chunks that hold [off, off+n) and that are neither
+// stored nor in flight, each run of them in one request, and returns at once; later
+// reads join those fetches. A caller about to read a range in many small reads (a
+// decoder) makes it one request.
+func (b *Blob) Prefetch(ctx context.Context, off, n int64) {
+	off, end := max(off, 0), min(off+n, b.size)
+	if off >= end {
+		return
+	}
+	b.mu.Lock()
+	b.startMissingLocked(ctx, off/b.chunk, (end-1)/b.chunk) // unlocks
+}
+
+// startMissingLocked starts fetches for the chunks first..last that are neither stored
+// (at either grain) nor in flight, each run of them in one request. b.mu is held on
+// entry and released on return.
+func (b *Blob) startMissingLocked(ctx context.Context, first, last int64) {
 	var runs []run
 	epoch := b.epoch
 	for c := first; c <= last; c++ {

@@ -64,6 +64,18 @@ func (l *Layer) putCursor(c *cursor) {
 	}
 }
 
+// prefetcher is implemented by blob readers that can fetch a range ahead of the reads
+// of it (cache.Blob).
+type prefetcher interface {
+	Prefetch(ctx context.Context, off, n int64)
+}
+
+// maxPrefetch bounds the compressed bytes a decoder asks for at once.
+const (
+	maxPrefetch  = 2 << 20
+	prefetchPast = 16 << 10 // past the next restart point: what a decoder of text reads there
+)
+
 // newCursor starts a decoder at restart point i.
 func (l *Layer) newCursor(ctx context.Context, i int) (*cursor, error) {
 	l.resumes.Add(1)
@@ -133,4 +145,32 @@ func (l *Layer) readStops() []int64 {
 		slices.Sort(l.stops)
 	})
 	return l.stops
+}
+
+// restartIn returns the blob offset of restart point i.
+func (l *Layer) restartIn(i int) int64 {
+	if l.x.Format == FormatGzip {
+		return l.x.checkpoints[i].In
+	}
+	return l.x.frames[i].In
+}
+
+// prefetchUnit asks the blob, in one request, for the compressed bytes cursor c will
+// read to decode unit u: from its position to the restart point after u, and the few
+// bytes past that a decoder reads to finish (see seqReader.stops). The decoder then
+// reads them in many small pieces without a request each.
+func (l *Layer) prefetchUnit(ctx context.Context, c *cursor, u unitRef) {
+	p, ok := l.b.(prefetcher)
+	if !ok || l.x.toc != nil {
+		return
+	}
+	from := c.src.off - int64(c.src.end-c.src.pos) // the blob offset c reads next
+	to := l.b.Size()                               // the last unit's: up to the end
+	if u.restart+1 < len(l.readStops()) {
+		to = l.restartIn(u.restart+1) + prefetchPast
+	}
+	to = min(to, from+maxPrefetch)
+	if to > from {
+		p.Prefetch(ctx, from, to-from)
+	}
 }
