@@ -42,9 +42,12 @@ func (l *Layer) takeCursor(ctx context.Context, u unitRef) (*cursor, error) {
 		l.cursors = append(l.cursors[:best], l.cursors[best+1:]...)
 		l.mu.Unlock()
 		c.src.ctx = ctx
+		l.prefetchUnit(ctx, c.src.off-int64(c.src.end-c.src.pos), u)
 		return c, nil
 	}
 	l.mu.Unlock()
+	// Before the decoder's first read: resuming reads the checkpoint's byte.
+	l.prefetchUnit(ctx, l.restartIn(u.restart), u)
 	return l.newCursor(ctx, u.restart)
 }
 
@@ -155,17 +158,16 @@ func (l *Layer) restartIn(i int) int64 {
 	return l.x.frames[i].In
 }
 
-// prefetchUnit asks the blob, in one request, for the compressed bytes cursor c will
-// read to decode unit u: from its position to the restart point after u, and the few
-// bytes past that a decoder reads to finish (see seqReader.stops). The decoder then
-// reads them in many small pieces without a request each.
-func (l *Layer) prefetchUnit(ctx context.Context, c *cursor, u unitRef) {
+// prefetchUnit asks the blob, in one request, for the compressed bytes a decoder that
+// reads on from blob offset from will read to decode unit u: up to the restart point
+// after u, and the few bytes past it a decoder reads to finish (see seqReader.stops).
+// The decoder then reads them in many small pieces without a request each.
+func (l *Layer) prefetchUnit(ctx context.Context, from int64, u unitRef) {
 	p, ok := l.b.(prefetcher)
 	if !ok || l.x.toc != nil {
 		return
 	}
-	from := c.src.off - int64(c.src.end-c.src.pos) // the blob offset c reads next
-	to := l.b.Size()                               // the last unit's: up to the end
+	to := l.b.Size() // the last unit's: up to the end
 	if u.restart+1 < len(l.readStops()) {
 		to = l.restartIn(u.restart+1) + prefetchPast
 	}

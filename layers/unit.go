@@ -135,7 +135,6 @@ func (l *Layer) decodeUnit(ctx context.Context, u unitRef) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.prefetchUnit(ctx, c, u)
 	if err := l.skip(c, u.start, useDC); err != nil {
 		c.close()
 		return nil, err
