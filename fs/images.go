@@ -195,10 +195,21 @@ func (m *mergedFS) ReadAt(ctx context.Context, n *tree.Node, p []byte, off int64
 	return m.layers[n.Layer].ReadAt(ctx, &m.entries[n.Layer][n.Entry], p, off)
 }
 
+// View returns regular file n's bytes [off, off+size) without a copy when its layer
+// holds them in one piece (see layers.Layer.View); ok false: use ReadAt.
+func (m *mergedFS) View(ctx context.Context, n *tree.Node, off, size int64) ([]byte, bool, error) {
+	return m.layers[n.Layer].View(ctx, &m.entries[n.Layer][n.Entry], off, size)
+}
+
+// ViewCached is View from memory only (see layers.Layer.ViewCached).
+func (m *mergedFS) ViewCached(ctx context.Context, n *tree.Node, off, size int64) ([]byte, bool) {
+	return m.layers[n.Layer].ViewCached(ctx, &m.entries[n.Layer][n.Entry], off, size)
+}
+
 // ReadCached reads regular file n's bytes only from what its layer holds in
 // memory (see layers.Layer.ReadCached).
-func (m *mergedFS) ReadCached(n *tree.Node, p []byte, off int64) (int, bool) {
-	return m.layers[n.Layer].ReadCached(&m.entries[n.Layer][n.Entry], p, off)
+func (m *mergedFS) ReadCached(ctx context.Context, n *tree.Node, p []byte, off int64) (int, bool) {
+	return m.layers[n.Layer].ReadCached(ctx, &m.entries[n.Layer][n.Entry], p, off)
 }
 
 // decodedStore keeps decoded bytes of single-frame zstd layers in the cache.

@@ -2,8 +2,10 @@ package fs
 
 import (
 	"archive/tar"
+	"context"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/regfs/regfs/layers/tree"
 )
@@ -19,8 +21,10 @@ import (
 //   - once a file was read to its end, the small files after it in its
 //     directory, in name order (the order of readdir, and of most layers).
 //
-// It pushes only bytes the layers hold decoded in memory: it never decodes,
-// fetches or waits, so a lone `cat` costs nothing more. It pushes only to
+// It pushes only bytes the layers hold decoded in memory or are decoding
+// already (it waits for those): it starts no decode and no fetch of its own,
+// so a lone `cat` costs nothing more; as a read would, a push moving forward
+// through a layer lets the layer decode ahead. It pushes only to
 // inodes the kernel knows (listed by READDIRPLUS or looked up). Content is
 // immutable and the mount keeps the page cache (no-open mode), so a pushed
 // page is always right and stays until the kernel reclaims it.
@@ -30,14 +34,18 @@ const (
 	pushMaxFiles = 1024      // siblings per trigger
 	pushMaxBytes = 8 << 20   // sibling bytes per trigger
 	pushBuf      = 1 << 20
+	pushWait     = 30 * time.Second // at most, for a decode in flight
 )
 
 // cachedReader is implemented by a Rootfs that can read without decoding
 // (mergedFS).
 type cachedReader interface {
-	// ReadCached reads from regular file n only what is decoded in memory;
-	// ok is false if any byte is not.
-	ReadCached(n *tree.Node, p []byte, off int64) (k int, ok bool)
+	// ReadCached reads from regular file n only what is decoded in memory
+	// or being decoded; ok is false if any byte is neither.
+	ReadCached(ctx context.Context, n *tree.Node, p []byte, off int64) (k int, ok bool)
+	// ViewCached is ReadCached without a copy, for a range held in one
+	// piece; ok is false otherwise (use ReadCached).
+	ViewCached(ctx context.Context, n *tree.Node, off, size int64) ([]byte, bool)
 }
 
 // pusher pushes on one goroutine per mount, started on demand. Triggers that
@@ -83,6 +91,10 @@ func (p *pusher) run() {
 
 // push pushes what follows a read of n that ended at end.
 func (p *pusher) push(n *treeNode, end int64) {
+	// Waits are for decodes already running, which end or fail on their
+	// own; the bound is a backstop.
+	ctx, cancel := context.WithTimeout(context.Background(), pushWait)
+	defer cancel()
 	built := n.r.built.Load()
 	if built == nil {
 		return
@@ -93,37 +105,50 @@ func (p *pusher) push(n *treeNode, end int64) {
 	}
 	t := (*built).Tree()
 	if f := t.Node(n.id); end < f.Size {
-		p.pushRest(cr, n, f, end)
+		p.pushRest(ctx, cr, n, f, end)
 		return
 	}
-	p.pushSiblings(cr, t, n)
+	p.pushSiblings(ctx, cr, t, n)
 }
 
 // pushRest pushes up to pushAhead bytes of file n (node f) from end, while
 // they are in memory.
-func (p *pusher) pushRest(cr cachedReader, n *treeNode, f *tree.Node, end int64) {
+func (p *pusher) pushRest(ctx context.Context, cr cachedReader, n *treeNode, f *tree.Node, end int64) {
 	from, to := max(end, n.pushedTo.Load()), min(f.Size, end+pushAhead)
 	for from < to {
-		k, ok := cr.ReadCached(f, p.buf[:min(int64(len(p.buf)), to-from)], from)
+		b, ok := p.inMemory(ctx, cr, f, from, to-from)
 		if !ok {
-			// The range may end in a unit not decoded yet: try less.
-			if k, ok = cr.ReadCached(f, p.buf[:min(64<<10, to-from)], from); !ok {
-				return
-			}
+			return
 		}
-		if errno := n.WriteCache(from, p.buf[:k]); errno != 0 {
+		if errno := n.WriteCache(from, b); errno != 0 {
 			n.r.m.log.Debug("push to page cache failed", "path", n.Path(nil), "off", from, "errno", errno)
 			return
 		}
-		n.r.m.pushed.Add(int64(k))
-		from += int64(k)
+		n.r.m.pushed.Add(int64(len(b)))
+		from += int64(len(b))
 		n.pushedTo.Store(from)
 	}
 }
 
+// inMemory returns up to size bytes of file f from off (at least one byte, or
+// ok false) from what its layer holds in memory: a view of one decoded unit
+// where it can, else a copy in p.buf.
+func (p *pusher) inMemory(ctx context.Context, cr cachedReader, f *tree.Node, off, size int64) ([]byte, bool) {
+	size = min(size, f.Size-off)
+	if b, ok := cr.ViewCached(ctx, f, off, size); ok {
+		return b, true
+	}
+	for _, n := range []int64{int64(len(p.buf)), 64 << 10} { // less if the range ends in a unit not decoded yet
+		if k, ok := cr.ReadCached(ctx, f, p.buf[:min(n, size)], off); ok {
+			return p.buf[:k], true
+		}
+	}
+	return nil, false
+}
+
 // pushSiblings pushes the small regular files after n in its directory, in
 // name order, until one is not in memory.
-func (p *pusher) pushSiblings(cr cachedReader, t *tree.Tree, n *treeNode) {
+func (p *pusher) pushSiblings(ctx context.Context, cr cachedReader, t *tree.Tree, n *treeNode) {
 	name, parent := n.Parent()
 	if parent == nil {
 		return
@@ -151,16 +176,16 @@ func (p *pusher) pushSiblings(cr cachedReader, t *tree.Tree, n *treeNode) {
 		if !ok || c.pushed.Load() {
 			continue
 		}
-		k, ok := cr.ReadCached(f, p.buf[:f.Size], 0)
-		if !ok {
+		b, ok := p.inMemory(ctx, cr, f, 0, f.Size)
+		if !ok || int64(len(b)) < f.Size {
 			return // the walk has not got there yet
 		}
 		c.pushed.Store(true)
-		if errno := in.WriteCache(0, p.buf[:k]); errno != 0 {
+		if errno := in.WriteCache(0, b); errno != 0 {
 			n.r.m.log.Debug("push to page cache failed", "path", in.Path(nil), "errno", errno)
 			continue
 		}
-		n.r.m.pushed.Add(int64(k))
-		files, bytes = files+1, bytes+k
+		n.r.m.pushed.Add(int64(len(b)))
+		files, bytes = files+1, bytes+len(b)
 	}
 }

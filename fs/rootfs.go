@@ -245,18 +245,40 @@ func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 	if rest := t.Size - off; int64(len(dest)) > rest {
 		dest = dest[:rest]
 	}
-	k, err := fs.ReadAt(ctx, t, dest, off)
-	if err != nil && !(errors.Is(err, io.EOF) && k == len(dest)) {
+	data, err := readFile(ctx, fs, t, dest, off)
+	if err != nil {
 		return nil, errno(n.r.m.log, err, "read failed", "image", n.r.ref.String(),
 			"platform", n.r.platform, "manifest", n.r.manifest.Digest, "path", n.Path(nil), "off", off)
 	}
+	k := len(data)
 	n.r.m.served.Add(int64(k))
 	n.r.m.readRequests.Add(1)
 	// Hand the kernel what this reader is likely to read next (push.go).
 	if end := off + int64(k); end < t.Size || !n.pushed.Swap(true) {
 		n.r.m.push.after(n, end)
 	}
-	return fuse.ReadResultData(dest[:k]), 0
+	return fuse.ReadResultData(data), 0
+}
+
+// viewer is implemented by a Rootfs that can hand out its decoded bytes
+// without a copy (mergedFS).
+type viewer interface {
+	View(ctx context.Context, n *tree.Node, off, size int64) (b []byte, ok bool, err error)
+}
+
+// readFile returns len(dest) bytes of regular file t from off (fewer at its
+// end): a view of the layer's decoded bytes where it can, else read into dest.
+func readFile(ctx context.Context, fs Rootfs, t *tree.Node, dest []byte, off int64) ([]byte, error) {
+	if v, ok := fs.(viewer); ok {
+		if b, ok, err := v.View(ctx, t, off, int64(len(dest))); ok || err != nil {
+			return b, err
+		}
+	}
+	k, err := fs.ReadAt(ctx, t, dest, off)
+	if err != nil && !(errors.Is(err, io.EOF) && k == len(dest)) {
+		return nil, err
+	}
+	return dest[:k], nil
 }
 
 // Getxattr returns an extended attribute recorded in the layer (PAX).

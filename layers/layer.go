@@ -141,6 +141,28 @@ func (l *Layer) ReadAt(ctx context.Context, e *Entry, p []byte, off int64) (int,
 	return n, nil
 }
 
+// View returns n bytes of entry e's data from offset off (fewer at the entry's end) as a
+// slice of the Layer's decoded memory, without a copy, when they lie in one decoded unit;
+// ok is false otherwise (a sparse or uncompressed entry, or a range over two units): use
+// ReadAt. The slice must not be modified; it stays valid (decoded units are never
+// reused).
+func (l *Layer) View(ctx context.Context, e *Entry, off, n int64) (b []byte, ok bool, err error) {
+	if off < 0 || off >= e.Size || e.Sparse != nil || l.x.Format == FormatTar {
+		return nil, false, nil
+	}
+	n = min(n, e.Size-off)
+	pos := e.Offset + off
+	u := l.unitAt(pos)
+	if pos+n > u.end {
+		return nil, false, nil
+	}
+	ub, err := l.unit(ctx, u)
+	if err != nil {
+		return nil, false, fmt.Errorf("layers: read %q of layer %s at %d: %w", e.Name, l.x.Digest, off, err)
+	}
+	return ub[pos-u.start : pos-u.start+n : pos-u.start+n], true, nil
+}
+
 // readSparse fills p with the logical bytes from off of a sparse entry.
 func (l *Layer) readSparse(ctx context.Context, frags []Fragment, p []byte, off int64) error {
 	clear(p)
@@ -184,11 +206,12 @@ func (l *Layer) readStream(ctx context.Context, p []byte, off int64) error {
 }
 
 // ReadCached reads len(p) bytes of entry e's data at off, like ReadAt, but only from
-// decoded units the Layer holds in memory: it decodes nothing, fetches nothing and
-// waits for nothing. ok is false, and p's contents undefined, when any byte is not in
-// memory. It is for speculative work, such as handing the kernel files a walk is about
-// to read.
-func (l *Layer) ReadCached(e *Entry, p []byte, off int64) (n int, ok bool) {
+// decoded units the Layer holds in memory or is decoding already (it waits for those,
+// or for ctx): it starts no decode of its own and fetches nothing. ok is false, and p's
+// contents undefined, when any byte is in neither. It is for speculative work, such as
+// handing the kernel the files a walk is about to read; like a read, it counts as the
+// walk moving forward (the units after it are decoded ahead).
+func (l *Layer) ReadCached(ctx context.Context, e *Entry, p []byte, off int64) (n int, ok bool) {
 	if off < 0 || off >= e.Size || e.Sparse != nil || l.x.Format == FormatTar {
 		return 0, false
 	}
@@ -197,22 +220,59 @@ func (l *Layer) ReadCached(e *Entry, p []byte, off int64) (n int, ok bool) {
 	if pos+int64(n) > l.x.Size {
 		return 0, false
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	for len(q) > 0 {
 		u := l.unitAt(pos)
-		var b []byte
-		for _, c := range l.cached {
-			if c.start == u.start {
-				b = c.b
-				break
-			}
-		}
-		if b == nil {
+		b, ok := l.unitInMemory(ctx, u)
+		if !ok {
 			return 0, false
 		}
 		k := copy(q, b[pos-u.start:])
 		q, pos = q[k:], pos+int64(k)
 	}
 	return n, true
+}
+
+// ViewCached is View for speculative work, as ReadCached is ReadAt's: it returns the
+// slice only if its unit is in memory or being decoded (waiting for that).
+func (l *Layer) ViewCached(ctx context.Context, e *Entry, off, n int64) ([]byte, bool) {
+	if off < 0 || off >= e.Size || e.Sparse != nil || l.x.Format == FormatTar {
+		return nil, false
+	}
+	n = min(n, e.Size-off)
+	pos := e.Offset + off
+	u := l.unitAt(pos)
+	if pos+n > u.end {
+		return nil, false
+	}
+	ub, ok := l.unitInMemory(ctx, u)
+	if !ok {
+		return nil, false
+	}
+	return ub[pos-u.start : pos-u.start+n : pos-u.start+n], true
+}
+
+// unitInMemory returns unit u if it is in memory or being decoded (waiting for that).
+func (l *Layer) unitInMemory(ctx context.Context, u unitRef) ([]byte, bool) {
+	l.mu.Lock()
+	for _, c := range l.cached {
+		if c.start == u.start {
+			l.aheadLocked(ctx, u)
+			l.mu.Unlock()
+			return c.b, true
+		}
+	}
+	call, ok := l.inflight[u.start]
+	if ok {
+		l.aheadLocked(ctx, u)
+	}
+	l.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	select {
+	case <-call.done:
+		return call.b, call.err == nil
+	case <-ctx.Done():
+		return nil, false
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sort"
 	"sync"
 	"testing"
 )
@@ -232,7 +233,7 @@ func TestReadCached(t *testing.T) {
 			l := NewLayer(x, blob, nil, nil)
 			mid := &x.Entries[len(x.Entries)/2]
 			p := make([]byte, mid.Size)
-			if _, ok := l.ReadCached(mid, p, 0); ok {
+			if _, ok := l.ReadCached(t.Context(), mid, p, 0); ok {
 				t.Fatal("ReadCached of a fresh layer succeeded")
 			}
 			if _, err := l.ReadAt(context.Background(), mid, p[:4096], 0); err != nil {
@@ -243,7 +244,7 @@ func TestReadCached(t *testing.T) {
 			for i := range x.Entries {
 				e := &x.Entries[i]
 				q := make([]byte, e.Size)
-				k, ok := l.ReadCached(e, q, 0)
+				k, ok := l.ReadCached(t.Context(), e, q, 0)
 				if !ok {
 					misses++
 					continue
@@ -259,9 +260,71 @@ func TestReadCached(t *testing.T) {
 			if l.Stats() != st || blob.bytes.Load() != fetched {
 				t.Errorf("ReadCached decoded or fetched: stats %+v -> %+v, fetched %d -> %d", st, l.Stats(), fetched, blob.bytes.Load())
 			}
-			if _, ok := l.ReadCached(mid, p, mid.Size); ok {
+			if _, ok := l.ReadCached(t.Context(), mid, p, mid.Size); ok {
 				t.Error("ReadCached at the entry's end succeeded")
 			}
 		})
+	}
+}
+
+// TestView checks that View returns the same bytes as ReadAt without a copy where a
+// range lies in one decoded unit, declines ranges over two units, and that
+// ViewCached serves only units in memory.
+func TestView(t *testing.T) {
+	tarBytes, _ := bigLayer(t, 4)
+	gz := gzipStd(t, tarBytes)
+	blob := &memBlob{b: gz}
+	x, err := BuildIndex(context.Background(), blob, digestOf(gz), nil, WithSpan(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLayer(x, blob, nil, nil)
+	if _, ok := l.ViewCached(t.Context(), &x.Entries[0], 0, 4096); ok {
+		t.Fatal("ViewCached before any read succeeded")
+	}
+	// Reads at three offsets of every entry, and reads over every unit boundary.
+	type read struct {
+		e   *Entry
+		off int64
+	}
+	var reads []read
+	for i := range x.Entries {
+		e := &x.Entries[i]
+		for _, off := range []int64{0, e.Size / 3, e.Size - 100} {
+			reads = append(reads, read{e, off})
+		}
+	}
+	for _, cp := range x.checkpoints[1:] {
+		i := sort.Search(len(x.Entries), func(i int) bool { return x.Entries[i].Offset+x.Entries[i].Size > cp.Out-100 })
+		if e := &x.Entries[i]; e.Offset <= cp.Out-100 && e.Offset+e.Size >= cp.Out+4000 {
+			reads = append(reads, read{e, cp.Out - 100 - e.Offset})
+		}
+	}
+	var views, declined int
+	for _, r := range reads {
+		e, off := r.e, r.off
+		b, ok, err := l.View(t.Context(), e, off, 4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			declined++
+			u := l.unitAt(e.Offset + off)
+			if e.Offset+off+min(4096, e.Size-off) <= u.end {
+				t.Errorf("%s at %d: View declined a range inside one unit", e.Name, off)
+			}
+			continue
+		}
+		views++
+		want := tarBytes[e.Offset+off : e.Offset+off+min(4096, e.Size-off)]
+		if !bytes.Equal(b, want) {
+			t.Fatalf("%s at %d: View gave wrong bytes", e.Name, off)
+		}
+		if c, ok := l.ViewCached(t.Context(), e, off, 4096); !ok || !bytes.Equal(c, want) {
+			t.Fatalf("%s at %d: ViewCached after View: ok %v or wrong bytes", e.Name, off, ok)
+		}
+	}
+	if views == 0 || declined == 0 {
+		t.Errorf("%d views, %d declined: want some of each", views, declined)
 	}
 }

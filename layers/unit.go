@@ -67,13 +67,7 @@ func (l *Layer) unitAt(off int64) unitRef {
 // not its cancellation) so that a reader whose ctx ends returns ctx.Err() alone.
 func (l *Layer) unit(ctx context.Context, u unitRef) ([]byte, error) {
 	l.mu.Lock()
-	// A reader moving forward unit by unit (a walk of the tree in archive
-	// order) gets the next unit decoded on the other core meanwhile. TOC
-	// layers are excluded: their units are files' chunks, read at random.
-	if u.start == l.seqNext && u.end < l.x.Size && l.x.toc == nil {
-		l.startLocked(context.WithoutCancel(ctx), l.unitAt(u.end))
-	}
-	l.seqNext = u.end
+	l.aheadLocked(ctx, u)
 	for i, c := range l.cached {
 		if c.start == u.start {
 			l.cached = append(append(l.cached[:i:i], l.cached[i+1:]...), c) // most recent last
@@ -210,4 +204,30 @@ func (l *Layer) startLocked(ctx context.Context, u unitRef) {
 	call := &unitCall{done: make(chan struct{})}
 	l.inflight[u.start] = call
 	go l.runDecode(ctx, u, call)
+}
+
+// aheadUnits is how many units a Layer decodes ahead of a reader moving forward. Units
+// that start at their own restart point (gzip spans, zstd frames) decode in parallel,
+// each from its restart point; the others (pieces of a long span, chunks of one zstd
+// frame) one at a time, since a decoder for one passes through the one before.
+const aheadUnits = 2
+
+// aheadLocked notes a read of unit u. A reader moving forward unit by unit (a walk of
+// the tree in archive order) gets the next units decoded on the other core meanwhile.
+// TOC layers are excluded: their units are files' chunks, read at random. l.mu is held.
+func (l *Layer) aheadLocked(ctx context.Context, u unitRef) {
+	if u.start == l.seqNext && l.x.toc == nil {
+		next := u
+		for k := range aheadUnits {
+			if next.end >= l.x.Size {
+				break
+			}
+			next = l.unitAt(next.end)
+			if k > 0 && next.start != l.restartOut(next.restart) {
+				break
+			}
+			l.startLocked(context.WithoutCancel(ctx), next)
+		}
+	}
+	l.seqNext = u.end
 }
