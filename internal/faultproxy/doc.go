@@ -16,9 +16,10 @@
 // # Faults
 //
 //   - [Status]: a 5xx or 429, with or without Retry-After.
-//   - [ExpireToken]: with [Options.Auth], every token issued so far stops
-//     working and the request is answered 401 with a fresh challenge, as when
-//     a token expires in the middle of a read: the client must re-authenticate.
+//   - [ExpireToken], [ExpireTokenOlderThan]: with [Options.Auth], the
+//     request's token and every older one stop working and the request is
+//     answered 401 with a fresh challenge, as when a token expires in the
+//     middle of a read: the client must re-authenticate.
 //   - [Redirect] and [RedirectExpired]: a blob GET is redirected to a second
 //     "CDN" host, which serves the blob's bytes (Range honoured), counts every
 //     request that carries an Authorization header (it must never see the
@@ -41,6 +42,16 @@
 // [Proxy.Counters] reports what the proxy saw and did: requests by kind,
 // faults applied by name ([Fault.String]), tokens issued and rejected, and the
 // CDN's requests, expired answers and Authorization leaks.
+//
+// # Events
+//
+// [Proxy.RecordEvents] makes the proxy keep a log of the last n requests (the
+// registry API's, the token endpoint's and the CDN's), each an [Event] with
+// its arrival, the time its status was written, its end, the rule and fault
+// that acted, the bytes sent and how it ended (answered, reset, held until
+// the client left, …). [Proxy.EventsBetween] returns those in flight during
+// a window: a test that saw a slow or failed operation dumps them to show
+// what the registry side did meanwhile.
 //
 // # Concurrency
 //

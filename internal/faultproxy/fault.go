@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/regfs/regfs/internal/testenv"
 )
@@ -36,7 +37,8 @@ type Fault struct {
 	kind       faultKind
 	status     int
 	retryAfter string
-	n          int64 // bytes (reset, stall, short body, huge manifest), shift, or blob offset
+	n          int64         // bytes (reset, stall, short body, huge manifest), shift, or blob offset
+	age        time.Duration // ExpireTokenOlderThan: the youngest token it expires
 }
 
 // Status answers with an HTTP status (5xx, 429, …) and a small JSON error body.
@@ -48,10 +50,18 @@ func StatusRetryAfter(code int, retryAfter string) Fault {
 	return Fault{kind: kindStatus, status: code, retryAfter: retryAfter}
 }
 
-// ExpireToken makes every token issued so far invalid and answers 401 with a
-// challenge: the client must fetch a new token and try again. It needs
-// [Options.Auth].
+// ExpireToken makes the request's token, and every token issued before it,
+// invalid and answers 401 with a challenge: the client must fetch a new token
+// and try again. Tokens issued after it stay valid. It needs [Options.Auth].
 func ExpireToken() Fault { return Fault{kind: kindExpireToken} }
+
+// ExpireTokenOlderThan is ExpireToken for a token issued at least age ago; a
+// younger token is left valid and the request answered as if no rule had
+// acted. Real tokens live for minutes: a token rejected just after it was
+// issued is a denial (the client's EACCES), not an expiry. With random
+// faults, ExpireToken alone would sometimes expire the fresh token of the
+// retry that re-authenticated after an expiry.
+func ExpireTokenOlderThan(age time.Duration) Fault { return Fault{kind: kindExpireToken, age: age} }
 
 // Redirect answers a blob GET with 307 to the CDN, which serves the bytes.
 func Redirect() Fault { return Fault{kind: kindRedirect} }
@@ -117,6 +127,9 @@ func (f Fault) String() string {
 		}
 		return fmt.Sprintf("status(%d)", f.status)
 	case kindExpireToken:
+		if f.age > 0 {
+			return fmt.Sprintf("expire-token(older than %v)", f.age)
+		}
 		return "expire-token"
 	case kindRedirect:
 		return "redirect"

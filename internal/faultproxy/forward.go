@@ -45,6 +45,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, f Fault) {
 	}
 	resp, err := p.tr.RoundTrip(out)
 	if err != nil {
+		p.outcome(w, "upstream: %v", err)
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
@@ -95,29 +96,37 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, f Fault) {
 		body = &flipReader{r: body, at: at}
 	}
 	if limit < 0 {
-		io.Copy(w, body)
+		if _, err := io.Copy(w, body); err != nil && r.Context().Err() == nil {
+			p.outcome(w, "copy: %v", err)
+		}
 		return
 	}
 	if _, err := io.CopyN(w, body, limit); err != nil && f.kind != kindShortBody {
+		if r.Context().Err() == nil {
+			p.outcome(w, "copy: %v", err)
+		}
 		return
 	}
 	rc := http.NewResponseController(w)
 	switch f.kind {
 	case kindResetAfter:
 		if err := rc.Flush(); err != nil {
+			p.outcome(w, "flush before the reset: %v", err)
 			return
 		}
 		conn, _, err := rc.Hijack()
 		if err != nil {
+			p.outcome(w, "hijack for the reset: %v", err)
 			return
 		}
 		if tc, ok := conn.(*net.TCPConn); ok {
 			tc.SetLinger(0) // close sends RST
 		}
 		conn.Close()
+		p.outcome(w, "reset")
 	case kindStallAfter:
 		rc.Flush()
-		p.hold(r)
+		p.hold(w, r)
 	}
 }
 

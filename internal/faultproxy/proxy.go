@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/regfs/regfs/internal/testenv"
 )
@@ -57,15 +58,19 @@ type Proxy struct {
 	done     chan struct{} // closed by Close: releases stalled requests
 	closeMu  sync.Once
 
-	mu       sync.Mutex
-	rules    []Rule           // guarded by mu
-	seen     []int            // guarded by mu; matching requests per rule
-	rnd      *rand.Rand       // guarded by mu
-	down     chan struct{}    // guarded by mu; non-nil while down, closed when up again
-	tokenGen int              // guarded by mu; tokens of older generations are expired
-	tokenN   int              // guarded by mu
-	c        Counters         // guarded by mu
-	huge     map[int64]string // guarded by mu; digest of the huge manifest by size
+	mu      sync.Mutex
+	rules   []Rule           // guarded by mu
+	seen    []int            // guarded by mu; matching requests per rule
+	rnd     *rand.Rand       // guarded by mu
+	down    chan struct{}    // guarded by mu; non-nil while down, closed when up again
+	expired int              // guarded by mu; tokens numbered up to this one are expired
+	tokenN  int              // guarded by mu; number of the last token issued
+	c       Counters         // guarded by mu
+	huge    map[int64]string // guarded by mu; digest of the huge manifest by size
+	evCap   int              // guarded by mu; events kept (RecordEvents); 0: none
+	evs     []*Event         // guarded by mu; ring of the last evCap events
+	evHead  int              // guarded by mu; index of the oldest event once evs is full
+	evID    int64            // guarded by mu; ID of the last event
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -219,25 +224,36 @@ func (p *Proxy) holdIfDown(r *http.Request) bool {
 	return false
 }
 
-// hold blocks until the client leaves or the proxy closes.
-func (p *Proxy) hold(r *http.Request) {
+// hold blocks until the client leaves or the proxy closes, and records which
+// as the outcome of the request answered through w.
+func (p *Proxy) hold(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-r.Context().Done():
+		p.outcome(w, "held until the client left")
 	case <-p.done:
+		p.outcome(w, "held until close")
 	}
 }
 
 // ServeHTTP answers one request: the token endpoint, the authentication
 // check, then the first rule that acts, else a plain forward.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	isToken := r.URL.Path == "/token" && p.auth
+	kind, repo, ref := testenv.Classify(r.URL.Path)
+	if isToken {
+		w = p.begin(w, r, ServerToken, "")
+	} else {
+		w = p.begin(w, r, ServerRegistry, kind)
+	}
+	defer p.finish(w, r)
 	if !p.holdIfDown(r) {
+		p.outcome(w, "blackholed (down)")
 		return
 	}
-	if r.URL.Path == "/token" && p.auth {
+	if isToken {
 		p.serveToken(w, r)
 		return
 	}
-	kind, repo, ref := testenv.Classify(r.URL.Path)
 	p.count(func(c *Counters) {
 		c.Requests++
 		c.ByKind[kind]++
@@ -247,9 +263,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.challenge(w, r)
 		return
 	}
-	f := p.pick(r, kind, repo, ref)
+	f, rule := p.pick(r, kind, repo, ref)
+	if f.kind == kindExpireToken && f.age > 0 {
+		if _, issued, _ := token(r); time.Since(issued) < f.age {
+			f, rule = Fault{}, -1 // too young to expire: as if no rule had acted
+		}
+	}
 	if f.kind != kindNone {
 		p.count(func(c *Counters) { c.Faults[f.String()]++ })
+		p.noteFault(w, rule, f)
 	}
 	switch f.kind {
 	case kindStatus:
@@ -258,10 +280,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeError(w, f.status, "UNAVAILABLE", "faultproxy: injected status")
 	case kindExpireToken:
-		p.mu.Lock()
-		p.tokenGen++
-		p.c.Rejected++
-		p.mu.Unlock()
+		p.expireToken(r)
 		p.challenge(w, r)
 	case kindRedirect, kindRedirectExpired:
 		if r.Method != http.MethodGet || kind != testenv.KindBlob {
@@ -274,7 +293,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		http.Redirect(w, r, loc, http.StatusTemporaryRedirect)
 	case kindBlackhole:
-		p.hold(r)
+		p.hold(w, r)
 	case kindHugeManifest:
 		p.serveHugeManifest(w, r, f.n)
 	default:
@@ -282,8 +301,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// pick returns the fault of the first rule that acts on the request.
-func (p *Proxy) pick(r *http.Request, kind testenv.Kind, repo, ref string) Fault {
+// pick returns the fault of the first rule that acts on the request and the
+// rule's index (-1 and the zero Fault if none acts).
+func (p *Proxy) pick(r *http.Request, kind testenv.Kind, repo, ref string) (Fault, int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, rule := range p.rules {
@@ -297,24 +317,43 @@ func (p *Proxy) pick(r *http.Request, kind testenv.Kind, repo, ref string) Fault
 		if rule.Prob > 0 && rule.Prob < 1 && p.rnd.Float64() >= rule.Prob {
 			continue
 		}
-		return rule.Fault
+		return rule.Fault, i
 	}
-	return Fault{}
+	return Fault{}, -1
 }
 
-// authorized reports whether the request carries a token of the current generation.
-func (p *Proxy) authorized(r *http.Request) bool {
+// token returns the number of the request's bearer token and when it was
+// issued; ok is false without a well-formed token.
+func token(r *http.Request) (n int, issued time.Time, ok bool) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
-		return false
+		return 0, time.Time{}, false
 	}
-	var gen, n int
-	if _, err := fmt.Sscanf(tok, "tok-%d-%d", &gen, &n); err != nil {
+	var ns int64
+	if _, err := fmt.Sscanf(tok, "tok-%d-%d", &n, &ns); err != nil {
+		return 0, time.Time{}, false
+	}
+	return n, time.Unix(0, ns), true
+}
+
+// authorized reports whether the request carries a token that has not expired.
+func (p *Proxy) authorized(r *http.Request) bool {
+	n, _, ok := token(r)
+	if !ok {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return gen == p.tokenGen
+	return n > p.expired
+}
+
+// expireToken expires the request's token and every token issued before it.
+func (p *Proxy) expireToken(r *http.Request) {
+	n, _, _ := token(r)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.expired = max(p.expired, n)
+	p.c.Rejected++
 }
 
 // challenge answers 401 with a Bearer challenge naming the proxy's token endpoint.
@@ -327,7 +366,7 @@ func (p *Proxy) challenge(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) serveToken(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.tokenN++
-	tok := fmt.Sprintf("tok-%d-%d", p.tokenGen, p.tokenN)
+	tok := fmt.Sprintf("tok-%d-%d", p.tokenN, time.Now().UnixNano())
 	p.c.Tokens++
 	p.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
@@ -344,7 +383,10 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 // serveCDN serves /cdn/<repo>/blobs/<digest> from the upstream registry,
 // refusing expired links and counting Authorization leaks.
 func (p *Proxy) serveCDN(w http.ResponseWriter, r *http.Request) {
+	w = p.begin(w, r, ServerCDN, testenv.KindBlob)
+	defer p.finish(w, r)
 	if !p.holdIfDown(r) {
+		p.outcome(w, "blackholed (down)")
 		return
 	}
 	leak := r.Header.Get("Authorization") != ""
@@ -382,11 +424,14 @@ func (p *Proxy) serveCDN(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := p.tr.RoundTrip(out)
 	if err != nil {
+		p.outcome(w, "upstream: %v", err)
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
 	defer resp.Body.Close()
 	copyHeader(w.Header(), resp.Header)
 	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
+	if _, err := io.Copy(w, resp.Body); err != nil && r.Context().Err() == nil {
+		p.outcome(w, "copy: %v", err)
+	}
 }

@@ -479,3 +479,146 @@ func TestClientThroughFaults(t *testing.T) {
 		t.Errorf("CDN leaks %d, expired %d; want 1, 1", c.CDNAuthLeaks, c.CDNExpired)
 	}
 }
+
+func TestEvents(t *testing.T) {
+	tg := newTarget(t)
+	p := Start(t, Options{Upstream: tg.srv.Host()})
+	blobPath := "/v2/r/blobs/" + tg.digest
+	// Each step's fault is the second rule: the first never matches a blob.
+	step := func(f Fault) {
+		p.SetRules(Rule{Kind: testenv.KindManifest, Fault: Status(500)}, Rule{Kind: testenv.KindBlob, Fault: f})
+	}
+	get(t, p, http.MethodGet, blobPath, "", "")
+	if got := p.Events(); len(got) != 0 {
+		t.Fatalf("events recorded before RecordEvents: %v", got)
+	}
+	p.RecordEvents(10)
+	before := time.Now()
+	get(t, p, http.MethodGet, blobPath, "bytes=0-99", "")
+	step(StallAfter(500))
+	getWithin(t, 300*time.Millisecond, p, http.MethodGet, blobPath, "", "")
+	step(ResetAfter(1000))
+	get(t, p, http.MethodGet, blobPath, "", "")
+	step(Redirect())
+	resp, _, err := get(t, p, http.MethodGet, blobPath, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := getURL(t, resp.Header.Get("Location")); err != nil {
+		t.Fatal(err)
+	}
+	// The stalled request's handler ends once the server notices the client left.
+	var evs []Event
+	for end := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		evs = p.Events()
+		if len(evs) >= 2 && !evs[1].End.IsZero() || time.Now().After(end) {
+			break
+		}
+	}
+	for _, e := range evs {
+		t.Log(e.Format(before))
+	}
+	want := []struct {
+		server, fault, outcome string
+		rule, status           int
+		bytes                  int64 // -1: any
+	}{
+		{ServerRegistry, "", "ok", -1, 206, 100},
+		{ServerRegistry, "stall-after(500)", "held until the client left", 1, 200, 500},
+		{ServerRegistry, "reset-after(1000)", "reset", 1, 200, 1000},
+		{ServerRegistry, "redirect", "ok", 1, 307, -1},
+		{ServerCDN, "", "ok", -1, 200, int64(len(tg.blob))},
+	}
+	if len(evs) != len(want) {
+		t.Fatalf("%d events, want %d", len(evs), len(want))
+	}
+	for i, w := range want {
+		e := evs[i]
+		if e.ID != int64(i+1) || e.Server != w.server || e.Fault != w.fault || e.Rule != w.rule || e.Outcome != w.outcome ||
+			e.Status != w.status || (w.bytes >= 0 && e.Bytes != w.bytes) || e.End.IsZero() || e.Header.Before(e.Start) {
+			t.Errorf("event %d: %s; want server %s, rule %d fault %q, status %d, %d bytes, outcome %q",
+				i, e.Format(before), w.server, w.rule, w.fault, w.status, w.bytes, w.outcome)
+		}
+	}
+	if d := evs[1].End.Sub(evs[1].Start); d < 250*time.Millisecond {
+		t.Errorf("stalled request ended after %v", d)
+	}
+	// A window gets what overlaps it; the ring keeps the last n.
+	if got := p.EventsBetween(evs[1].Start.Add(time.Millisecond), evs[1].End.Add(-time.Millisecond)); len(got) != 1 || got[0].ID != 2 {
+		t.Errorf("EventsBetween(the stall) = %v, want event 2 alone", got)
+	}
+	p.RecordEvents(2)
+	for range 3 {
+		get(t, p, http.MethodHead, blobPath, "", "")
+	}
+	if got := p.Events(); len(got) != 2 || got[0].ID != 7 || got[1].ID != 8 {
+		t.Errorf("events after 3 requests into a ring of 2: %v", got)
+	}
+}
+
+// getURL GETs an absolute URL with a 2 s timeout and returns its body.
+func getURL(t *testing.T, u string) (*http.Response, []byte, error) {
+	t.Helper()
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(u)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
+}
+
+func TestExpireTokenAge(t *testing.T) {
+	tg := newTarget(t)
+	p := Start(t, Options{Upstream: tg.srv.Host(), Auth: true})
+	blobPath := "/v2/r/blobs/" + tg.digest
+	token := func() string {
+		t.Helper()
+		resp, body, err := get(t, p, http.MethodGet, "/token?scope=repository:r:pull", "", "")
+		mustStatus(t, resp, err, http.StatusOK)
+		var tok struct{ Token string }
+		if err := json.Unmarshal(body, &tok); err != nil {
+			t.Fatal(err)
+		}
+		return tok.Token
+	}
+	status := func(tok string) int {
+		t.Helper()
+		resp, _, err := get(t, p, http.MethodHead, blobPath, "", tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	old, young := token(), token()
+
+	// Expiring the older token leaves the one issued after it valid.
+	p.SetRules(Rule{Kind: testenv.KindBlob, Count: 1, Fault: ExpireToken()})
+	if s := status(old); s != http.StatusUnauthorized {
+		t.Fatalf("expired request: %d, want 401", s)
+	}
+	if s, s2 := status(old), status(young); s != http.StatusUnauthorized || s2 != http.StatusOK {
+		t.Errorf("after the expiry: older token %d (want 401), younger token %d (want 200)", s, s2)
+	}
+
+	// A token younger than the age is not expired: the request is answered
+	// as if no rule acted; once old enough it is.
+	const age = 300 * time.Millisecond
+	p.ResetCounters()
+	p.SetRules(Rule{Kind: testenv.KindBlob, Fault: ExpireTokenOlderThan(age)})
+	fresh := token()
+	if s := status(fresh); s != http.StatusOK {
+		t.Errorf("fresh token: %d, want 200", s)
+	}
+	if c := p.Counters(); len(c.Faults) != 0 {
+		t.Errorf("faults counted for a token too young: %v", c.Faults)
+	}
+	time.Sleep(age)
+	if s := status(fresh); s != http.StatusUnauthorized {
+		t.Errorf("token older than %v: %d, want 401", age, s)
+	}
+	if c := p.Counters(); c.Faults["expire-token(older than 300ms)"] != 1 {
+		t.Errorf("faults %v, want one expire-token(older than 300ms)", c.Faults)
+	}
+}
