@@ -36,7 +36,7 @@ const (
 	// defaultCursors is the number of idle decoders a Layer keeps.
 	defaultCursors = 4
 	// defaultUnitCache is the decoded bytes a Layer keeps in memory.
-	defaultUnitCache = 8 << 20
+	defaultUnitCache = 16 << 20
 )
 
 // LayerOption configures NewLayer.
@@ -47,7 +47,7 @@ type LayerOption func(*Layer)
 func WithCursors(n int) LayerOption { return func(l *Layer) { l.maxCursors = max(0, n) } }
 
 // WithMemoryCache sets how many bytes of recently decoded spans a Layer keeps in memory
-// (default 8 MiB; 0 keeps none).
+// (default 16 MiB: a walk needs the units decoded ahead of it and some behind; 0 keeps none).
 func WithMemoryCache(n int64) LayerOption { return func(l *Layer) { l.maxCached = max(0, n) } }
 
 // Layer reads the entries' bytes of one indexed layer. Safe for concurrent use.

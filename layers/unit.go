@@ -102,6 +102,9 @@ func (l *Layer) runDecode(ctx context.Context, u unitRef, call *unitCall) {
 			l.cachedN -= int64(len(l.cached[0].b))
 			l.cached = l.cached[1:]
 		}
+		if u.start >= l.seqNext && l.x.toc == nil && l.seqNext >= 0 {
+			l.fillAheadLocked(ctx) // a unit decoded ahead: keep going
+		}
 	}
 	l.mu.Unlock()
 	close(call.done)
@@ -206,28 +209,62 @@ func (l *Layer) startLocked(ctx context.Context, u unitRef) {
 	go l.runDecode(ctx, u, call)
 }
 
-// aheadUnits is how many units a Layer decodes ahead of a reader moving forward. Units
-// that start at their own restart point (gzip spans, zstd frames) decode in parallel,
-// each from its restart point; the others (pieces of a long span, chunks of one zstd
-// frame) one at a time, since a decoder for one passes through the one before.
-const aheadUnits = 2
+const (
+	// aheadWindow is how far past a reader moving forward a Layer keeps units decoded
+	// (or being decoded), so that the walk rarely waits for a decode.
+	aheadWindow = 4 << 20
+	// aheadParallel is how many of those decode at once. Units that start at their own
+	// restart point (gzip spans, zstd frames) decode in parallel, each from its restart
+	// point; the others (pieces of a long span, chunks of one zstd frame) one at a
+	// time, since a decoder for one passes through the one before.
+	aheadParallel = 2
+)
 
 // aheadLocked notes a read of unit u. A reader moving forward unit by unit (a walk of
-// the tree in archive order) gets the next units decoded on the other core meanwhile.
-// TOC layers are excluded: their units are files' chunks, read at random. l.mu is held.
+// the tree in archive order) gets the units after it decoded meanwhile, up to
+// aheadWindow past it. TOC layers are excluded: their units are files' chunks, read at
+// random. l.mu is held.
 func (l *Layer) aheadLocked(ctx context.Context, u unitRef) {
-	if u.start == l.seqNext && l.x.toc == nil {
-		next := u
-		for k := range aheadUnits {
-			if next.end >= l.x.Size {
-				break
-			}
-			next = l.unitAt(next.end)
-			if k > 0 && next.start != l.restartOut(next.restart) {
-				break
-			}
-			l.startLocked(context.WithoutCancel(ctx), next)
+	forward := u.start == l.seqNext
+	l.seqNext = u.end
+	if forward && l.x.toc == nil {
+		l.fillAheadLocked(context.WithoutCancel(ctx))
+	}
+}
+
+// fillAheadLocked starts decodes of the units from seqNext on, in order, that are
+// neither in memory nor in flight, up to aheadWindow past seqNext and aheadParallel
+// decodes in flight there. l.mu is held.
+func (l *Layer) fillAheadLocked(ctx context.Context) {
+	running := 0
+	for start := range l.inflight {
+		if start >= l.seqNext {
+			running++
 		}
 	}
-	l.seqNext = u.end
+	for pos := l.seqNext; pos >= 0 && pos < min(l.seqNext+aheadWindow, l.x.Size) && running < aheadParallel; {
+		next := l.unitAt(pos)
+		pos = next.end
+		if l.cachedLocked(next.start) {
+			continue
+		}
+		if _, ok := l.inflight[next.start]; ok {
+			continue
+		}
+		if running > 0 && next.start != l.restartOut(next.restart) {
+			return // its decoder would pass through a unit being decoded
+		}
+		l.startLocked(ctx, next)
+		running++
+	}
+}
+
+// cachedLocked reports whether the unit starting at start is in memory. l.mu is held.
+func (l *Layer) cachedLocked(start int64) bool {
+	for _, c := range l.cached {
+		if c.start == start {
+			return true
+		}
+	}
+	return false
 }
