@@ -282,6 +282,7 @@ ls "$hello/" "$hello/linux/arm/v7/" "$hello/linux/arm/v7/rootfs/" >/dev/null
 cat "$hello/digest" "$hello/linux/arm/v7/rootfs/etc/os-release" >/dev/null
 check "then, within --tag-ttl: no request" 0 "=$r2" -- requests
 check "bytes served to readers" 0 "~^[1-9][0-9]*$" -- jq .bytes_served "$stats"
+check "READ requests counted" 0 "~^[1-9][0-9]*$" -- jq .read_requests "$stats"
 
 # --- An arm64 rootfs, read on this host ---------------------------------------------
 section "Inspect an arm64 rootfs on $(uname -m) (file, cat)"
