@@ -10,8 +10,9 @@
 //     `crane export --platform P IMAGE - | tar -x` of the same platform;
 //   - warm: 4 KiB reads at random offsets of a 50 MB file of that layer after a
 //     remount with a populated cache (index and chunks on disk);
-//   - read-all: `tar -cf - . | wc -c` over the whole rootfs after a remount,
-//     against a plain klauspost gzip decode of the layer blob;
+//   - read-all: `tar -cf - . | wc -c`, and `find . -type f -exec cat {} +`
+//     (the issue's two ways), over the whole rootfs after a remount, against
+//     a plain klauspost gzip decode of the layer blob;
 //   - peak RSS of the regfs process (GNU time -v) while indexing the layer.
 //
 // Issue 4, one group each (see the file of the same name):
