@@ -381,21 +381,32 @@ func (b *Blob) start(ctx context.Context, first, last, maxRun int64) []chunkRef 
 				continue
 			}
 		}
-		cl := &call{done: make(chan struct{})}
-		b.inflight[c] = cl
-		refs[c-first].c = cl
-		if n := len(runs); n > 0 && runs[n-1].extends(c, maxRun) {
-			runs[n-1].calls = append(runs[n-1].calls, cl)
-			continue
-		}
-		runs = append(runs, run{first: c, calls: []*call{cl}})
+		refs[c-first].c = b.callLocked(&runs, c, maxRun)
 	}
 	b.mu.Unlock()
+	b.launch(ctx, runs, epoch)
+	return refs
+}
+
+// callLocked registers a fetch of chunk c in flight and adds it to runs: to the last run
+// if c extends it within maxRun chunks (0: no limit), else as a new run. b.mu is held.
+func (b *Blob) callLocked(runs *[]run, c, maxRun int64) *call {
+	cl := &call{done: make(chan struct{})}
+	b.inflight[c] = cl
+	if n := len(*runs); n > 0 && (*runs)[n-1].extends(c, maxRun) {
+		(*runs)[n-1].calls = append((*runs)[n-1].calls, cl)
+	} else {
+		*runs = append(*runs, run{first: c, calls: []*call{cl}})
+	}
+	return cl
+}
+
+// launch starts one fetch per run, on context.WithoutCancel(ctx).
+func (b *Blob) launch(ctx context.Context, runs []run, epoch uint64) {
 	shared := context.WithoutCancel(ctx)
 	for _, r := range runs {
 		b.running.Go(func() { b.fetch(shared, r.first, r.calls, epoch) })
 	}
-	return refs
 }
 
 const (
@@ -454,19 +465,10 @@ func (b *Blob) startMissingLocked(ctx context.Context, first, last int64) {
 		if b.inflight[c] != nil || b.s.has(b.key(c)) || (b.coarse > 0 && b.s.has(b.coarseKey(c*b.chunk/b.coarse))) {
 			continue
 		}
-		cl := &call{done: make(chan struct{})}
-		b.inflight[c] = cl
-		if n := len(runs); n > 0 && runs[n-1].extends(c, 0) {
-			runs[n-1].calls = append(runs[n-1].calls, cl)
-			continue
-		}
-		runs = append(runs, run{first: c, calls: []*call{cl}})
+		b.callLocked(&runs, c, 0)
 	}
 	b.mu.Unlock()
-	shared := context.WithoutCancel(ctx)
-	for _, r := range runs {
-		b.running.Go(func() { b.fetch(shared, r.first, r.calls, epoch) })
-	}
+	b.launch(ctx, runs, epoch)
 }
 
 // run is adjacent chunks first, first+1, … to fetch in one request, one call each.

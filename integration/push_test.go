@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -35,14 +34,7 @@ func TestPushWalkFindsPageCache(t *testing.T) {
 	srv := refetchPush(t, layer, nil)
 	m := mountRegfs(t, mountConfig{registry: srv.Host()})
 	root := m.path(refetchRepo, refetchTag, "linux", "amd64", "rootfs")
-	stats := func() fs.Stats {
-		t.Helper()
-		var s fs.Stats
-		if err := json.Unmarshal([]byte(readFile(t, m.path(".regfs", "stats"))), &s); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	stats := func() fs.Stats { return m.stats(t) }
 	// settled waits until the pusher is idle (nothing pushed for 100 ms).
 	settled := func() fs.Stats {
 		t.Helper()

@@ -14,14 +14,7 @@ import (
 func TestStatsFile(t *testing.T) {
 	srv, _ := treeRegistry(t)
 	m := mountRegfs(t, mountConfig{registry: srv.Host()})
-	stats := func() fs.Stats {
-		t.Helper()
-		var s fs.Stats
-		if err := json.Unmarshal([]byte(readFile(t, m.path(".regfs", "stats"))), &s); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	stats := func() fs.Stats { return m.stats(t) }
 	before := stats()
 	body := readFile(t, m.path(fixture.TreeSingleRepo, "latest", "linux", "amd64", "rootfs", "etc", "os-release"))
 	after := stats()
@@ -42,4 +35,14 @@ func TestStatsFile(t *testing.T) {
 	if _, err := os.Stat(m.path(".regfs", "nosuch")); !os.IsNotExist(err) {
 		t.Errorf("stat .regfs/nosuch: %v, want ENOENT", err)
 	}
+}
+
+// stats reads the mount's /.regfs/stats.
+func (m *mounted) stats(t *testing.T) fs.Stats {
+	t.Helper()
+	var s fs.Stats
+	if err := json.Unmarshal([]byte(readFile(t, m.path(".regfs", "stats"))), &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
