@@ -17,7 +17,10 @@ import (
 // rootfs/ indexes the layer, and `regfs-bench gunzip` of the blob file.
 // regfs's time is the elapsed time of its "layer indexed" log line (the pass
 // alone: fetch, hash, inflate and tar parse); the time from the first access
-// to its answer is reported beside it.
+// to its answer is reported beside it. The timed passes talk to the registry
+// directly: the counting proxy, which runs in this process, would take its
+// share of the two cores the pass overlaps fetch, hash and inflate on. One
+// more pass, through the proxy, counts the bytes a pass fetches.
 func benchThroughput(ctx context.Context, b *bench) ([]row, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -25,9 +28,15 @@ func benchThroughput(ctx context.Context, b *bench) ([]row, error) {
 	}
 	var pass, access, gunzip []time.Duration
 	var fetched []int64
-	for i := range b.newPairs() {
+	pairs := b.newPairs()
+	for i := range pairs + 1 {
+		counted := i == pairs // the last pass, through the proxy, is not timed
+		extra := []string{"--log-level", "debug"}
+		if !counted {
+			extra = append(extra, "--registry", b.e.direct)
+		}
 		cache := filepath.Join(b.o.work, fmt.Sprintf("throughput-cache-%d", i))
-		p, err := b.e.mount(ctx, cache, "--log-level", "debug")
+		p, err := b.e.mount(ctx, cache, extra...)
 		if err != nil {
 			return nil, err
 		}
@@ -47,8 +56,13 @@ func benchThroughput(ctx context.Context, b *bench) ([]row, error) {
 			return nil, err
 		}
 		_ = os.RemoveAll(cache)
-		pass, access, fetched = append(pass, el), append(access, a), append(fetched, c.BlobBytes)
-		b.log.Info("throughput regfs", "run", i, "pass", el.Round(time.Millisecond), "access", a.Round(time.Millisecond), "requests", c.String())
+		if counted {
+			fetched = append(fetched, c.BlobBytes)
+			b.log.Info("throughput regfs, counted", "pass", el.Round(time.Millisecond), "requests", c.String())
+			break
+		}
+		pass, access = append(pass, el), append(access, a)
+		b.log.Info("throughput regfs", "run", i, "pass", el.Round(time.Millisecond), "access", a.Round(time.Millisecond))
 
 		t0, _, out, err := timed(ctx, shq(self)+" gunzip "+shq(b.img.blobPath), "")
 		if err != nil {
@@ -68,7 +82,7 @@ func benchThroughput(ctx context.Context, b *bench) ([]row, error) {
 			detail: fmt.Sprintf("%s; first access to its answer: %s", durs(pass), durs(access))},
 		{figure: "throughput: klauspost gzip decode of the blob file, uncompressed MB/s", measured: fmt.Sprintf("%.0f MB/s (%s)", rate(mg), fmtDur(mg)), detail: durs(gunzip)},
 		{figure: "throughput: ratio index pass / gzip decode", measured: fmt.Sprintf("%.2f", ratio), target: ">= 0.8", verdict: verdict(ratio >= 0.8)},
-		{figure: "throughput: registry blob bytes of an index pass (max)", measured: mb(slicesMax(fetched)),
+		{figure: "throughput: registry blob bytes of an index pass (a counted run)", measured: mb(slicesMax(fetched)),
 			target: "~layer " + mb(b.img.layerSize), verdict: verdict(slicesMax(fetched) >= b.img.layerSize && slicesMax(fetched) <= b.img.layerSize*102/100+1<<20)},
 	}, nil
 }
@@ -120,6 +134,8 @@ func logFields(line string) map[string]string {
 const throughputMethod = `  throughput: pairs of a fresh regfs (empty cache, --log-level debug) whose first stat in
   rootfs/ indexes the layer, and 'regfs-bench gunzip' of the blob file (klauspost/compress to
   io.Discard, its own process). regfs's time is the elapsed time of its "layer indexed" log
-  line: the pass alone (fetch through the proxy, sha256, inflate, tar parse). MB/s are of the
-  uncompressed stream for both.
+  line: the pass alone (fetch from docker-registry, sha256, inflate, tar parse). The timed
+  passes fetch from the registry directly, not through this program's counting proxy, whose
+  copying would take CPU from the two cores the pass runs on; one more pass, through the
+  proxy, counts the bytes. MB/s are of the uncompressed stream for both.
 `

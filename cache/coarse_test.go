@@ -290,9 +290,13 @@ func TestFineReaderFetchesCoarseBatches(t *testing.T) {
 		t.Fatalf("ReadAll = %d bytes, %v", len(got), err)
 	}
 	f.running.Wait()
-	want := [][2]int64{{0, 256}, {256, 256}, {512, 256}, {768, 232}}
+	// Batches of readAheadBatch coarse chunks.
+	var want [][2]int64
+	for off := int64(0); off < testSize; off += readAheadBatch * testCoarse {
+		want = append(want, [2]int64{off, min(readAheadBatch*testCoarse, testSize-off)})
+	}
 	if got := sortedRanges(src.fetchRanges()); !slices.Equal(got, want) {
-		t.Errorf("fetches %v, want batches of 4 coarse chunks %v", got, want)
+		t.Errorf("fetches %v, want batches of %d coarse chunks %v", got, readAheadBatch, want)
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 
 // readAheadBatch is how many chunks one read-ahead request of a Blob.Reader covers (of
 // the coarse grain, for a Blob WithCoarse).
-const readAheadBatch = 4
+const readAheadBatch = 8
 
 // Reader returns a sequential reader of the blob from off, for one-pass work such as indexing
 // a layer. It requests readAheadBatch chunks at a time (for a Blob WithCoarse, as many

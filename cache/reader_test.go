@@ -51,12 +51,13 @@ func TestReaderReadsAheadAndFillsCache(t *testing.T) {
 	}
 	b.running.Wait()
 	ranges := src.fetchRanges()
-	if len(ranges) != 18 {
-		t.Errorf("%d fetches, want 18 (72 chunks, 4 per request): %v", len(ranges), ranges)
+	wantFetches := (72 + readAheadBatch - 1) / readAheadBatch
+	if len(ranges) != wantFetches {
+		t.Errorf("%d fetches, want %d (72 chunks, %d per request): %v", len(ranges), wantFetches, readAheadBatch, ranges)
 	}
 	for _, r := range ranges {
-		if r[1] > 4*7 {
-			t.Errorf("fetch %v longer than a batch of 4 chunks", r)
+		if r[1] > readAheadBatch*7 {
+			t.Errorf("fetch %v longer than a batch of %d chunks", r, readAheadBatch)
 		}
 	}
 	if st := s.Stats(); st.Entries != 72 || st.BytesFetched != 500 {
@@ -66,8 +67,8 @@ func TestReaderReadsAheadAndFillsCache(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("second ReadAll = %d bytes, %v", len(got), err)
 	}
-	if f, _ := src.counts(); f != 18 {
-		t.Errorf("second pass fetched: %d fetches in all, want 18", f)
+	if f, _ := src.counts(); f != wantFetches {
+		t.Errorf("second pass fetched: %d fetches in all, want %d", f, wantFetches)
 	}
 }
 
