@@ -24,6 +24,9 @@ const (
 	passReadSize = 4 << 20
 	// pipeSize is the buffering between the decompressor and the tar parser.
 	pipeSize = 1 << 20
+	// pipeBufs is how many buffers of pipeSize/4 bytes the decoder of a gzip pass
+	// may fill ahead of the tar parser.
+	pipeBufs = 8
 	// progressEvery is how often a long pass logs its progress.
 	progressEvery = 5 * time.Second
 )
@@ -209,7 +212,7 @@ func (x *Index) scanTar(pr *passReader) error {
 // scanGzip inflates the blob with inflate.Scan, which pushes its output into a pipe
 // that the tar parser pulls from.
 func (x *Index) scanGzip(pr *passReader) error {
-	pipeR, pipeW := io.Pipe()
+	pipe := newBufPipe(pipeBufs, pipeSize/4)
 	type result struct {
 		n   int64
 		err error
@@ -217,7 +220,7 @@ func (x *Index) scanGzip(pr *passReader) error {
 	done := make(chan result, 1)
 	var cps []inflate.Checkpoint // written by the Scan goroutine until done
 	go func() {
-		bw := bufio.NewWriterSize(pipeW, pipeSize/4)
+		bw := bufio.NewWriterSize(pipe, pipeSize/4)
 		n, err := inflate.Scan(pr, bw, x.span, func(cp inflate.Checkpoint) error {
 			cps = append(cps, cp)
 			return nil
@@ -225,16 +228,16 @@ func (x *Index) scanGzip(pr *passReader) error {
 		if err == nil {
 			err = bw.Flush()
 		}
-		pipeW.CloseWithError(err)
+		pipe.CloseWrite(err)
 		done <- result{n, err}
 	}()
-	br := bufio.NewReaderSize(pipeR, pipeSize)
+	br := bufio.NewReaderSize(pipe, pipeSize)
 	entries, err := walkTar(br)
 	if err == nil {
 		_, err = io.Copy(io.Discard, br)
 	}
 	if err != nil {
-		pipeR.CloseWithError(err)
+		pipe.CloseRead(err)
 	}
 	res := <-done
 	switch {
