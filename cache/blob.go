@@ -90,7 +90,7 @@ type Blob struct {
 	// memo holds the chunks read from the store most recently (most recent
 	// first), kept so that reads smaller than a chunk (a decoder's) do not
 	// read and check the same file again and again: with a coarse grain,
-	// the 16 fine chunks of a coarse one cost one file read. Two, for two
+	// the 32 fine chunks of a coarse one cost one file read. Two, for two
 	// decoders moving forward side by side. Guarded by mu; cleared by
 	// Purge and PurgeRange.
 	memo [2]memoChunk
@@ -238,7 +238,7 @@ func (b *Blob) purge(keys func() []Key, msg string, attrs ...any) error {
 // ReadAt reads len(p) bytes at off, with the io.ReaderAt contract: n < len(p) only with an
 // error, io.EOF when the blob ends first. The chunks it needs that the store lacks are fetched,
 // adjacent ones in one request; it returns ctx.Err() when ctx ends first, without cancelling
-// fetches other readers share.
+// fetches other readers share. Reads that go on in order make it fetch ahead (readAhead).
 func (b *Blob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("cache: blob %s: negative offset %d", b.digest, off)
@@ -285,13 +285,14 @@ func (b *Blob) chunkLen(c int64) int64 { return min(b.chunk, b.size-c*b.chunk) }
 // cached returns chunk c from memory (the chunks read last), from the store if it holds it
 // whole, or, with a coarse grain, cut from the coarse chunk that holds it.
 func (b *Blob) cached(c int64) ([]byte, bool) {
-	if data, ok := b.memoized(false, c); ok {
+	data, ok, epoch := b.memoized(false, c)
+	if ok {
 		return data, true
 	}
 	var cc, lo int64 // the coarse chunk holding c, and c's offset in it
 	if b.coarse > 0 {
 		cc, lo = c*b.chunk/b.coarse, c*b.chunk%b.coarse
-		if data, ok := b.memoized(true, cc); ok {
+		if data, ok, _ := b.memoized(true, cc); ok {
 			return data[lo : lo+b.chunkLen(c)], true
 		}
 		if !b.s.has(b.key(c)) { // not worth a miss in the stats: the coarse lookup counts
@@ -299,20 +300,20 @@ func (b *Blob) cached(c int64) ([]byte, bool) {
 			if !ok {
 				return nil, false
 			}
-			b.remember(true, cc, data)
+			b.remember(epoch, true, cc, data)
 			return data[lo : lo+b.chunkLen(c)], true
 		}
 	}
-	data, ok := b.fromStore(b.key(c), b.chunkLen(c))
+	data, ok = b.fromStore(b.key(c), b.chunkLen(c))
 	if ok {
-		b.remember(false, c, data)
+		b.remember(epoch, false, c, data)
 	}
 	return data, ok
 }
 
 // memoized returns chunk n of the given grain if memo holds it, and makes it the most
-// recent.
-func (b *Blob) memoized(coarse bool, n int64) ([]byte, bool) {
+// recent; and the Blob's purge epoch, for a remember of what the caller reads instead.
+func (b *Blob) memoized(coarse bool, n int64) ([]byte, bool, uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for i, m := range b.memo {
@@ -320,16 +321,20 @@ func (b *Blob) memoized(coarse bool, n int64) ([]byte, bool) {
 			if i > 0 {
 				b.memo[0], b.memo[i] = m, b.memo[0]
 			}
-			return m.data, true
+			return m.data, true, b.epoch
 		}
 	}
-	return nil, false
+	return nil, false, b.epoch
 }
 
-// remember puts chunk n of the given grain, read from the store, first in memo.
-func (b *Blob) remember(coarse bool, n int64, data []byte) {
+// remember puts chunk n of the given grain, read from the store in purge epoch epoch,
+// first in memo; not if a purge has come since (what was read may be what it deleted).
+func (b *Blob) remember(epoch uint64, coarse bool, n int64, data []byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.epoch != epoch {
+		return
+	}
 	copy(b.memo[1:], b.memo[:len(b.memo)-1])
 	b.memo[0] = memoChunk{coarse: coarse, n: n, data: data}
 }

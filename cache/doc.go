@@ -35,7 +35,8 @@
 // [RangeSource], adjacent ones in one request.
 //
 // Two grains serve a layer. Its index pass streams the blob once in 1 MiB chunks
-// ([KindChunk]); the reads after it use a Blob of fine chunks (32 KiB, [KindFineChunk])
+// ([KindChunk]; a layer indexed from its TOC reads only its footer and TOC, in fine
+// chunks); the reads after it use a Blob of fine chunks (32 KiB, [KindFineChunk])
 // made [WithCoarse], which takes a chunk's bytes from the pass's coarse chunk while the
 // store holds it (reading that file once for all its fine chunks) and otherwise fetches
 // only the fine chunks the read needs. A read after eviction then costs the registry about

@@ -23,8 +23,10 @@ import (
 //
 // It pushes only bytes the layers hold decoded in memory or are decoding
 // already (it waits for those): it starts no decode and no fetch of its own,
-// so a lone `cat` costs nothing more; as a read would, a push moving forward
-// through a layer lets the layer decode ahead. It pushes only to
+// so a lone small `cat` costs nothing more. As a read would, a push moving
+// forward through a layer counts as a walk and lets the layer decode ahead
+// (a reader of the first MiBs of a large file may cost a few MiB of decoding
+// more). It pushes only to
 // inodes the kernel knows (listed by READDIRPLUS or looked up). Content is
 // immutable and the mount keeps the page cache (no-open mode), so a pushed
 // page is always right and stays until the kernel reclaims it.
@@ -164,16 +166,16 @@ func (p *pusher) pushSiblings(ctx context.Context, cr cachedReader, t *tree.Tree
 		if files >= pushMaxFiles || bytes >= pushMaxBytes {
 			return
 		}
-		f := t.Node(d.ID)
-		if f.Typeflag != tar.TypeReg || f.Size == 0 || f.Size > pushMaxFile {
-			continue
-		}
 		in := parent.GetChild(d.Name)
 		if in == nil {
 			continue // the kernel does not know it: nothing to push to
 		}
 		c, ok := in.Operations().(*treeNode)
 		if !ok || c.pushed.Load() {
+			continue
+		}
+		f := t.Node(c.id) // the node the inode is for
+		if f.Typeflag != tar.TypeReg || f.Size == 0 || f.Size > pushMaxFile {
 			continue
 		}
 		b, ok := p.inMemory(ctx, cr, f, 0, f.Size)

@@ -146,12 +146,14 @@ type seqReader struct {
 	// crosses one, and the reads in the stopZone bytes after one are at most
 	// stopZoneRead bytes, so that a decoder that reaches a restart point
 	// fetches only the few bytes past it it needs to finish its unit. nil:
-	// none.
+	// none. A decoder starting at a restart point (from) reads on at full
+	// size from there.
 	stops []int64
+	from  int64 // the offset the reader started at
 }
 
 func newSeqReader(ctx context.Context, b BlobReader, off int64, bufSize int) *seqReader {
-	return &seqReader{ctx: ctx, b: b, off: off, size: b.Size(), buf: make([]byte, bufSize)}
+	return &seqReader{ctx: ctx, b: b, off: off, from: off, size: b.Size(), buf: make([]byte, bufSize)}
 }
 
 // withStops sets the reader's stops (see seqReader.stops) and returns it.
@@ -174,7 +176,7 @@ func (r *seqReader) Read(p []byte) (int, error) {
 			if i < len(r.stops) {
 				want = min(want, r.stops[i]-r.off)
 			}
-			if i > 0 && r.off-r.stops[i-1] < stopZone {
+			if i > 0 && r.off-r.stops[i-1] < stopZone && r.stops[i-1] > r.from {
 				want = min(want, stopZoneRead)
 			}
 		}

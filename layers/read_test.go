@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 )
 
 // bigLayer returns a tar of ~n MiB in files of 64 KiB, mixed compressible and random.
@@ -326,5 +327,44 @@ func TestView(t *testing.T) {
 	}
 	if views == 0 || declined == 0 {
 		t.Errorf("%d views, %d declined: want some of each", views, declined)
+	}
+}
+
+// TestDecodeAheadStops reads forward twice through a Layer whose memory holds few
+// units: the decode-ahead fills what fits and stops (it once evicted its own units and
+// decoded on forever).
+func TestDecodeAheadStops(t *testing.T) {
+	tarBytes, _ := bigLayer(t, 8)
+	gz := gzipStd(t, tarBytes)
+	blob := &memBlob{b: gz}
+	x, err := BuildIndex(t.Context(), blob, digestOf(gz), nil, WithSpan(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mem := range []int64{0, 256 << 10, defaultUnitCache} {
+		l := NewLayer(x, blob, nil, nil, WithMemoryCache(mem))
+		p := make([]byte, 4096)
+		for _, e := range x.Entries[:2] { // two forward reads: a walk
+			if _, err := l.ReadAt(t.Context(), &e, p, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		settled := func() int64 {
+			for prev := int64(-1); ; {
+				time.Sleep(50 * time.Millisecond)
+				d := l.Stats().Decoded
+				if d == prev {
+					return d
+				}
+				prev = d
+				if d > 4*x.Size {
+					t.Fatalf("memory %d: decoded %d bytes of a %d byte stream, and going on", mem, d, x.Size)
+				}
+			}
+		}
+		if d := settled(); d > 2*aheadWindow+x.Entries[1].Offset+x.Entries[1].Size {
+			t.Errorf("memory %d: decoded %d bytes after two reads near the start, want at most the window", mem, d)
+		}
+		l.Close()
 	}
 }

@@ -53,7 +53,8 @@ type rangePurger interface {
 func (l *Layer) decodeTOCUnit(ctx context.Context, u unitRef) ([]byte, error) {
 	b, err := l.decodeTOCChunk(ctx, u)
 	var re *blobReadError
-	if err != nil && !errors.As(err, &re) && ctx.Err() == nil {
+	// A decoder refusing a window too large is no sign of bad bytes.
+	if err != nil && !errors.As(err, &re) && !errors.Is(err, ErrZstdWindow) && ctx.Err() == nil {
 		l.purgeTOCChunk(&l.x.toc[u.restart], err)
 	}
 	return b, err

@@ -242,9 +242,16 @@ func (l *Layer) fillAheadLocked(ctx context.Context) {
 			running++
 		}
 	}
+	// The window's units must fit in memory together (half of it, the rest
+	// for the units being read), or each decode would evict another and the
+	// chain in runDecode would never end.
+	budget := l.maxCached / 2
 	for pos := l.seqNext; pos >= 0 && pos < min(l.seqNext+aheadWindow, l.x.Size) && running < aheadParallel; {
 		next := l.unitAt(pos)
 		pos = next.end
+		if budget -= next.end - next.start; budget < 0 {
+			return
+		}
 		if l.cachedLocked(next.start) {
 			continue
 		}
