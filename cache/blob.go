@@ -90,10 +90,10 @@ type Blob struct {
 	// memo holds the chunks read from the store most recently (most recent
 	// first), kept so that reads smaller than a chunk (a decoder's) do not
 	// read and check the same file again and again: with a coarse grain,
-	// the 32 fine chunks of a coarse one cost one file read. Two, for two
-	// decoders moving forward side by side. Guarded by mu; cleared by
-	// Purge and PurgeRange.
-	memo [2]memoChunk
+	// the 32 fine chunks of a coarse one cost one file read. Four, for the
+	// decoders moving forward side by side (a reader and a layer's two
+	// decoding ahead). Guarded by mu; cleared by Purge and PurgeRange.
+	memo [memoChunks]memoChunk
 	// seqEnd is where the last ReadAt ended, seqRun how many bytes the
 	// reads up to it have read in order, raNext the first chunk not yet
 	// requested ahead of them (see readAhead). Guarded by mu.
@@ -103,6 +103,9 @@ type Blob struct {
 	// a fetch started before a Purge never stores a chunk after it.
 	storeMu sync.RWMutex
 }
+
+// memoChunks is how many chunks read from the store a Blob keeps (Blob.memo).
+const memoChunks = 4
 
 // memoChunk is a chunk read from the store: chunk n of the Blob's own grain, or of its
 // coarse grain. data nil: an empty slot.
@@ -222,7 +225,7 @@ func (b *Blob) purge(keys func() []Key, msg string, attrs ...any) error {
 	b.mu.Lock()
 	b.epoch++
 	clear(b.inflight)
-	b.memo = [2]memoChunk{}
+	b.memo = [memoChunks]memoChunk{}
 	b.mu.Unlock()
 	var errs []error
 	ks := keys()
