@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/regfs/regfs/cache"
 	"github.com/regfs/regfs/internal/fixture"
 	"github.com/regfs/regfs/internal/testenv"
 	"github.com/regfs/regfs/layers"
@@ -33,7 +34,7 @@ const (
 	refetchTag      = "1"
 	refetchPlatform = "linux/amd64"
 	refetchFileSize = 256 << 10 // the gzip layer's text files
-	refetchFiles    = 24        // 6 MiB of text, about 2.4 MB of gzip
+	refetchFiles    = 64        // 16 MiB of text, about 6.4 MB of gzip: 7 chunks of 1 MiB
 	refetchRead     = 4 << 10
 )
 
@@ -59,7 +60,10 @@ func TestRefetchGzipAfterEviction(t *testing.T) {
 	srv := refetchPush(t, layer, nil)
 
 	// Room for one 1 MiB chunk and the small documents: the pass's chunks are evicted
-	// as it goes, and the layer's index (never evicted before a chunk) is kept.
+	// as it goes, and the layer's index (never evicted before a chunk) is kept. The
+	// layer has 7 chunks, so that the first ones are gone whatever order the pass's
+	// fetches store their chunks in (the format sniffing fetches the first chunk on
+	// its own, and may store it after the pass has stored the next one).
 	m := mountRegfs(t, mountConfig{registry: srv.Host(), cacheSize: 3 << 19})
 	root := m.path(refetchRepo, refetchTag, "linux", "amd64", "rootfs")
 	if _, err := os.Stat(root + "/doc/00.txt"); err != nil { // indexes the layer
@@ -69,9 +73,9 @@ func TestRefetchGzipAfterEviction(t *testing.T) {
 		t.Fatalf("%d evictions during the index pass, want the first chunks evicted", ev)
 	}
 
-	// A file in the first MiB of compressed bytes (its 1 MiB chunk evicted), past the
-	// first span (a Layer reading its first unit decodes the next one ahead).
-	const file, off = 5, 100 << 10
+	// A read past the first span (a Layer reading its first unit decodes the next one
+	// ahead), in a span whose 1 MiB chunks the store no longer holds.
+	file, off := refetchEvicted(t, m, layer, blob)
 	srv.Reset()
 	got := refetchReadAt(t, root+fmt.Sprintf("/doc/%02d.txt", file), off)
 	if want := files[file][off : off+refetchRead]; !bytes.Equal(got, want) {
@@ -81,7 +85,8 @@ func TestRefetchGzipAfterEviction(t *testing.T) {
 	t.Logf("a 4 KiB read after eviction fetched %d bytes of the layer (%s); 2 spans = %d",
 		fetched, refetchBlobRequests(srv.Counts()), 2*maxSpan)
 	if fetched == 0 || fetched > 2*maxSpan {
-		t.Errorf("a 4 KiB read fetched %d bytes, want 1..%d (2 spans)", fetched, 2*maxSpan)
+		t.Errorf("a 4 KiB read fetched %d bytes, want 1..%d (2 spans); mount stats %+v; cache %+v",
+			fetched, 2*maxSpan, m.stats(t), m.store.Stats())
 	}
 }
 
@@ -179,6 +184,44 @@ func refetchProse(seed uint64, n int) []byte {
 		}
 	}
 	return b[:n]
+}
+
+// refetchEvicted picks a file of the gzip layer and an offset in it whose span (the
+// compressed bytes between the checkpoints around it, and a little past) lies in 1 MiB
+// chunks the mount's store does not hold. The layer's files are refetchFileSize bytes
+// each, in order, after a tar header each.
+func refetchEvicted(t *testing.T, m *mounted, l v1.Layer, blob []byte) (file int, off int64) {
+	t.Helper()
+	d, err := l.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cps []inflate.Checkpoint
+	if _, err := inflate.Scan(bytes.NewReader(blob), nil, layers.DefaultSpan, func(cp inflate.Checkpoint) error {
+		cps = append(cps, cp)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	held := func(c int64) bool {
+		_, err := m.store.Get(cache.Key{Kind: cache.KindChunk, Digest: d.String(), N: c})
+		return err == nil
+	}
+	const entry = refetchFileSize + 512
+	for i := 2; i+1 < len(cps); i++ {
+		first, last := cps[i].In/cache.DefaultChunkSize, (cps[i+1].In+64<<10)/cache.DefaultChunkSize
+		evicted := true
+		for c := first; c <= last; c++ {
+			evicted = evicted && !held(c)
+		}
+		pos := cps[i].Out + 100<<10
+		file, off = int(pos/entry), pos%entry-512
+		if evicted && file < refetchFiles && off >= 0 && off+refetchRead <= refetchFileSize {
+			return file, off
+		}
+	}
+	t.Fatal("no span of the layer lies in evicted chunks")
+	return 0, 0
 }
 
 // refetchBlob returns a layer's compressed bytes.
