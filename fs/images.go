@@ -196,13 +196,14 @@ func (m *mergedFS) ReadAt(ctx context.Context, n *tree.Node, p []byte, off int64
 }
 
 // View returns regular file n's bytes [off, off+size) without a copy when its layer
-// holds them in one piece (see layers.Layer.View); ok false: use ReadAt.
-func (m *mergedFS) View(ctx context.Context, n *tree.Node, off, size int64) ([]byte, bool, error) {
+// holds them in one piece (see layers.Layer.View: release once done); ok false: use
+// ReadAt.
+func (m *mergedFS) View(ctx context.Context, n *tree.Node, off, size int64) ([]byte, func(), bool, error) {
 	return m.layers[n.Layer].View(ctx, &m.entries[n.Layer][n.Entry], off, size)
 }
 
 // ViewCached is View from memory only (see layers.Layer.ViewCached).
-func (m *mergedFS) ViewCached(ctx context.Context, n *tree.Node, off, size int64) ([]byte, bool) {
+func (m *mergedFS) ViewCached(ctx context.Context, n *tree.Node, off, size int64) ([]byte, func(), bool) {
 	return m.layers[n.Layer].ViewCached(ctx, &m.entries[n.Layer][n.Entry], off, size)
 }
 

@@ -46,8 +46,9 @@ type cachedReader interface {
 	// or being decoded; ok is false if any byte is neither.
 	ReadCached(ctx context.Context, n *tree.Node, p []byte, off int64) (k int, ok bool)
 	// ViewCached is ReadCached without a copy, for a range held in one
-	// piece; ok is false otherwise (use ReadCached).
-	ViewCached(ctx context.Context, n *tree.Node, off, size int64) ([]byte, bool)
+	// piece; ok is false otherwise (use ReadCached). The caller must call
+	// release exactly once when done with b.
+	ViewCached(ctx context.Context, n *tree.Node, off, size int64) (b []byte, release func(), ok bool)
 }
 
 // pusher pushes on one goroutine per mount, started on demand. Triggers that
@@ -118,34 +119,38 @@ func (p *pusher) push(n *treeNode, end int64) {
 func (p *pusher) pushRest(ctx context.Context, cr cachedReader, n *treeNode, f *tree.Node, end int64) {
 	from, to := max(end, n.pushedTo.Load()), min(f.Size, end+pushAhead)
 	for from < to {
-		b, ok := p.inMemory(ctx, cr, f, from, to-from)
+		b, release, ok := p.inMemory(ctx, cr, f, from, to-from)
 		if !ok {
 			return
 		}
-		if errno := n.WriteCache(from, b); errno != 0 {
+		errno := n.WriteCache(from, b)
+		k := int64(len(b))
+		release()
+		if errno != 0 {
 			n.r.m.log.Debug("push to page cache failed", "path", n.Path(nil), "off", from, "errno", errno)
 			return
 		}
-		n.r.m.pushed.Add(int64(len(b)))
-		from += int64(len(b))
+		n.r.m.pushed.Add(k)
+		from += k
 		n.pushedTo.Store(from)
 	}
 }
 
 // inMemory returns up to size bytes of file f from off (at least one byte, or
 // ok false) from what its layer holds in memory: a view of one decoded unit
-// where it can, else a copy in p.buf.
-func (p *pusher) inMemory(ctx context.Context, cr cachedReader, f *tree.Node, off, size int64) ([]byte, bool) {
+// where it can, else a copy in p.buf; and the release the caller must call
+// once done with them.
+func (p *pusher) inMemory(ctx context.Context, cr cachedReader, f *tree.Node, off, size int64) ([]byte, func(), bool) {
 	size = min(size, f.Size-off)
-	if b, ok := cr.ViewCached(ctx, f, off, size); ok {
-		return b, true
+	if b, release, ok := cr.ViewCached(ctx, f, off, size); ok {
+		return b, release, true
 	}
 	for _, n := range []int64{int64(len(p.buf)), 64 << 10} { // less if the range ends in a unit not decoded yet
 		if k, ok := cr.ReadCached(ctx, f, p.buf[:min(n, size)], off); ok {
-			return p.buf[:k], true
+			return p.buf[:k], func() {}, true
 		}
 	}
-	return nil, false
+	return nil, nil, false
 }
 
 // pushSiblings pushes the small regular files after n in its directory, in
@@ -178,16 +183,23 @@ func (p *pusher) pushSiblings(ctx context.Context, cr cachedReader, t *tree.Tree
 		if f.Typeflag != tar.TypeReg || f.Size == 0 || f.Size > pushMaxFile {
 			continue
 		}
-		b, ok := p.inMemory(ctx, cr, f, 0, f.Size)
-		if !ok || int64(len(b)) < f.Size {
+		b, release, ok := p.inMemory(ctx, cr, f, 0, f.Size)
+		if !ok {
 			return // the walk has not got there yet
 		}
+		if int64(len(b)) < f.Size {
+			release()
+			return
+		}
 		c.pushed.Store(true)
-		if errno := in.WriteCache(0, b); errno != 0 {
+		errno := in.WriteCache(0, b)
+		k := len(b)
+		release()
+		if errno != 0 {
 			n.r.m.log.Debug("push to page cache failed", "path", in.Path(nil), "errno", errno)
 			continue
 		}
-		n.r.m.pushed.Add(int64(len(b)))
-		files, bytes = files+1, bytes+len(b)
+		n.r.m.pushed.Add(int64(k))
+		files, bytes = files+1, bytes+k
 	}
 }

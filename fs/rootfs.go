@@ -245,7 +245,7 @@ func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 	if rest := t.Size - off; int64(len(dest)) > rest {
 		dest = dest[:rest]
 	}
-	data, err := readFile(ctx, fs, t, dest, off)
+	data, release, err := readFile(ctx, fs, t, dest, off)
 	if err != nil {
 		return nil, errno(n.r.m.log, err, "read failed", "image", n.r.ref.String(),
 			"platform", n.r.platform, "manifest", n.r.manifest.Digest, "path", n.Path(nil), "off", off)
@@ -257,28 +257,65 @@ func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 	if end := off + int64(k); end < t.Size || !n.pushed.Swap(true) {
 		n.r.m.push.after(n, end)
 	}
+	if release != nil {
+		return &viewResult{b: data, release: release}, 0
+	}
 	return fuse.ReadResultData(data), 0
 }
 
 // viewer is implemented by a Rootfs that can hand out its decoded bytes
-// without a copy (mergedFS).
+// without a copy (mergedFS). The caller must call release exactly once when
+// done with b.
 type viewer interface {
-	View(ctx context.Context, n *tree.Node, off, size int64) (b []byte, ok bool, err error)
+	View(ctx context.Context, n *tree.Node, off, size int64) (b []byte, release func(), ok bool, err error)
 }
 
 // readFile returns len(dest) bytes of regular file t from off (fewer at its
-// end): a view of the layer's decoded bytes where it can, else read into dest.
-func readFile(ctx context.Context, fs Rootfs, t *tree.Node, dest []byte, off int64) ([]byte, error) {
+// end): a view of the layer's decoded bytes where it can, with the release
+// the caller must call once done with it, else read into dest (release nil).
+func readFile(ctx context.Context, fs Rootfs, t *tree.Node, dest []byte, off int64) ([]byte, func(), error) {
 	if v, ok := fs.(viewer); ok {
-		if b, ok, err := v.View(ctx, t, off, int64(len(dest))); ok || err != nil {
-			return b, err
+		if b, release, ok, err := v.View(ctx, t, off, int64(len(dest))); ok || err != nil {
+			return b, release, err
 		}
 	}
 	k, err := fs.ReadAt(ctx, t, dest, off)
 	if err != nil && !(errors.Is(err, io.EOF) && k == len(dest)) {
-		return nil, err
+		return nil, nil, err
 	}
-	return dest[:k], nil
+	return dest[:k], nil, nil
+}
+
+// viewResult is a READ reply made of a view of a layer's decoded memory,
+// which go-fuse writes to the kernel without a copy and then releases (Done):
+// the memory is reused after that.
+type viewResult struct {
+	b       []byte
+	release func()
+	done    atomic.Bool
+}
+
+// Bytes returns the view copied into buf when it fits: a caller that calls Done
+// before writing what Bytes returned then still writes the right bytes. (go-fuse
+// writes a viewResult with Slices, without a copy.)
+func (r *viewResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	if len(buf) >= len(r.b) {
+		return buf[:copy(buf, r.b)], fuse.OK
+	}
+	return r.b, fuse.OK
+}
+
+// Slices returns the view, for go-fuse's vectored write.
+func (r *viewResult) Slices() ([][]byte, fuse.Status) { return [][]byte{r.b}, fuse.OK }
+
+// Size returns the length of the view.
+func (r *viewResult) Size() int { return len(r.b) }
+
+// Done releases the view once go-fuse has written it.
+func (r *viewResult) Done() {
+	if !r.done.Swap(true) {
+		r.release()
+	}
 }
 
 // Getxattr returns an extended attribute recorded in the layer (PAX).

@@ -122,11 +122,14 @@ func (z zstdReader) Read(p []byte) (int, error) {
 // usable: later reads start new decoders.
 func (l *Layer) Close() {
 	l.mu.Lock()
-	idle := l.cursors
+	idle, cached := l.cursors, l.cached
 	l.cursors, l.cached, l.cachedN = nil, nil, 0
 	l.mu.Unlock()
 	for _, c := range idle {
 		c.close()
+	}
+	for _, c := range cached {
+		c.ub.release()
 	}
 }
 

@@ -144,23 +144,23 @@ func (l *Layer) ReadAt(ctx context.Context, e *Entry, p []byte, off int64) (int,
 // View returns n bytes of entry e's data from offset off (fewer at the entry's end) as a
 // slice of the Layer's decoded memory, without a copy, when they lie in one decoded unit;
 // ok is false otherwise (a sparse or uncompressed entry, or a range over two units): use
-// ReadAt. The slice must not be modified; it stays valid (decoded units are never
-// reused).
-func (l *Layer) View(ctx context.Context, e *Entry, off, n int64) (b []byte, ok bool, err error) {
+// ReadAt. The slice must not be modified, and is valid until release is called, which
+// the caller must do exactly once when done with it (the memory is then reused).
+func (l *Layer) View(ctx context.Context, e *Entry, off, n int64) (b []byte, release func(), ok bool, err error) {
 	if off < 0 || off >= e.Size || e.Sparse != nil || l.x.Format == FormatTar {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	n = min(n, e.Size-off)
 	pos := e.Offset + off
 	u := l.unitAt(pos)
 	if pos+n > u.end {
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	ub, err := l.unit(ctx, u)
 	if err != nil {
-		return nil, false, fmt.Errorf("layers: read %q of layer %s at %d: %w", e.Name, l.x.Digest, off, err)
+		return nil, nil, false, fmt.Errorf("layers: read %q of layer %s at %d: %w", e.Name, l.x.Digest, off, err)
 	}
-	return ub[pos-u.start : pos-u.start+n : pos-u.start+n], true, nil
+	return ub.b[pos-u.start : pos-u.start+n : pos-u.start+n], ub.release, true, nil
 }
 
 // readSparse fills p with the logical bytes from off of a sparse entry.
@@ -195,11 +195,12 @@ func (l *Layer) readStream(ctx context.Context, p []byte, off int64) error {
 	}
 	for len(p) > 0 {
 		u := l.unitAt(off)
-		b, err := l.unit(ctx, u)
+		ub, err := l.unit(ctx, u)
 		if err != nil {
 			return err
 		}
-		n := copy(p, b[off-u.start:])
+		n := copy(p, ub.b[off-u.start:])
+		ub.release()
 		p, off = p[n:], off+int64(n)
 	}
 	return nil
@@ -222,57 +223,57 @@ func (l *Layer) ReadCached(ctx context.Context, e *Entry, p []byte, off int64) (
 	}
 	for len(q) > 0 {
 		u := l.unitAt(pos)
-		b, ok := l.unitInMemory(ctx, u)
-		if !ok {
+		ub := l.unitInMemory(ctx, u)
+		if ub == nil {
 			return 0, false
 		}
-		k := copy(q, b[pos-u.start:])
+		k := copy(q, ub.b[pos-u.start:])
+		ub.release()
 		q, pos = q[k:], pos+int64(k)
 	}
 	return n, true
 }
 
 // ViewCached is View for speculative work, as ReadCached is ReadAt's: it returns the
-// slice only if its unit is in memory or being decoded (waiting for that).
-func (l *Layer) ViewCached(ctx context.Context, e *Entry, off, n int64) ([]byte, bool) {
+// slice only if its unit is in memory or being decoded (waiting for that). As with View,
+// the caller must call release exactly once when done with the slice.
+func (l *Layer) ViewCached(ctx context.Context, e *Entry, off, n int64) (b []byte, release func(), ok bool) {
 	if off < 0 || off >= e.Size || e.Sparse != nil || l.x.Format == FormatTar {
-		return nil, false
+		return nil, nil, false
 	}
 	n = min(n, e.Size-off)
 	pos := e.Offset + off
 	u := l.unitAt(pos)
 	if pos+n > u.end {
-		return nil, false
+		return nil, nil, false
 	}
-	ub, ok := l.unitInMemory(ctx, u)
-	if !ok {
-		return nil, false
+	ub := l.unitInMemory(ctx, u)
+	if ub == nil {
+		return nil, nil, false
 	}
-	return ub[pos-u.start : pos-u.start+n : pos-u.start+n], true
+	return ub.b[pos-u.start : pos-u.start+n : pos-u.start+n], ub.release, true
 }
 
-// unitInMemory returns unit u if it is in memory or being decoded (waiting for that).
-func (l *Layer) unitInMemory(ctx context.Context, u unitRef) ([]byte, bool) {
+// unitInMemory returns unit u, with a reference the caller must release, if it is in
+// memory or being decoded (waiting for that); else nil.
+func (l *Layer) unitInMemory(ctx context.Context, u unitRef) *unitBuf {
 	l.mu.Lock()
-	for _, c := range l.cached {
-		if c.start == u.start {
-			l.aheadLocked(ctx, u)
-			l.mu.Unlock()
-			return c.b, true
-		}
+	if ub := l.cachedLocked(u.start, true); ub != nil {
+		l.aheadLocked(ctx, u)
+		l.mu.Unlock()
+		return ub
 	}
 	call, ok := l.inflight[u.start]
-	if ok {
-		l.aheadLocked(ctx, u)
-	}
-	l.mu.Unlock()
 	if !ok {
-		return nil, false
+		l.mu.Unlock()
+		return nil
 	}
-	select {
-	case <-call.done:
-		return call.b, call.err == nil
-	case <-ctx.Done():
-		return nil, false
+	call.waiters++
+	l.aheadLocked(ctx, u)
+	l.mu.Unlock()
+	ub, err := waitUnit(ctx, call)
+	if err != nil {
+		return nil
 	}
+	return ub
 }

@@ -280,7 +280,7 @@ func TestView(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := NewLayer(x, blob, nil, nil)
-	if _, ok := l.ViewCached(t.Context(), &x.Entries[0], 0, 4096); ok {
+	if _, _, ok := l.ViewCached(t.Context(), &x.Entries[0], 0, 4096); ok {
 		t.Fatal("ViewCached before any read succeeded")
 	}
 	// Reads at three offsets of every entry, and reads over every unit boundary.
@@ -304,7 +304,7 @@ func TestView(t *testing.T) {
 	var views, declined int
 	for _, r := range reads {
 		e, off := r.e, r.off
-		b, ok, err := l.View(t.Context(), e, off, 4096)
+		b, release, ok, err := l.View(t.Context(), e, off, 4096)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -321,9 +321,12 @@ func TestView(t *testing.T) {
 		if !bytes.Equal(b, want) {
 			t.Fatalf("%s at %d: View gave wrong bytes", e.Name, off)
 		}
-		if c, ok := l.ViewCached(t.Context(), e, off, 4096); !ok || !bytes.Equal(c, want) {
+		c, crelease, ok := l.ViewCached(t.Context(), e, off, 4096)
+		if !ok || !bytes.Equal(c, want) {
 			t.Fatalf("%s at %d: ViewCached after View: ok %v or wrong bytes", e.Name, off, ok)
 		}
+		crelease()
+		release()
 	}
 	if views == 0 || declined == 0 {
 		t.Errorf("%d views, %d declined: want some of each", views, declined)
@@ -367,4 +370,66 @@ func TestDecodeAheadStops(t *testing.T) {
 		}
 		l.Close()
 	}
+}
+
+// TestUnitBuffersNotReusedWhileHeld reads one layer from many goroutines at once, by
+// views held for a while, reads into buffers, and speculative reads, through a Layer
+// whose memory holds few units: units are evicted and their buffers reused all the
+// time. Every view must still hold its bytes when released (a buffer reused while
+// held would change under it), and every read must be right.
+func TestUnitBuffersNotReusedWhileHeld(t *testing.T) {
+	tarBytes, _ := bigLayer(t, 6)
+	gz := gzipStd(t, tarBytes)
+	blob := &memBlob{b: gz}
+	x, err := BuildIndex(t.Context(), blob, digestOf(gz), nil, WithSpan(256<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLayer(x, blob, nil, nil, WithMemoryCache(1<<20))
+	defer l.Close()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 77))
+			for range 150 {
+				e := &x.Entries[r.IntN(len(x.Entries))]
+				off := r.Int64N(e.Size)
+				n := min(int64(1+r.IntN(64<<10)), e.Size-off)
+				want := tarBytes[e.Offset+off : e.Offset+off+n]
+				var b []byte
+				var release func()
+				var ok bool
+				var err error
+				switch r.IntN(3) {
+				case 0:
+					b, release, ok, err = l.View(t.Context(), e, off, n)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+				case 1:
+					b, release, ok = l.ViewCached(t.Context(), e, off, n)
+				default:
+					p := make([]byte, n)
+					if _, err := l.ReadAt(t.Context(), e, p, off); err != nil && err != io.EOF {
+						t.Error(err)
+						return
+					}
+					b, release, ok = p, func() {}, true
+				}
+				if !ok {
+					continue
+				}
+				if !bytes.Equal(b, want) {
+					t.Errorf("%s at %d+%d: wrong bytes", e.Name, off, n)
+				}
+				time.Sleep(time.Duration(r.IntN(200)) * time.Microsecond) // others decode meanwhile
+				if !bytes.Equal(b, want) {
+					t.Errorf("%s at %d+%d: the bytes changed while held", e.Name, off, n)
+				}
+				release()
+			}
+		})
+	}
+	wg.Wait()
 }

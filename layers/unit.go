@@ -15,14 +15,15 @@ type unitRef struct {
 
 // unitCall is one decode of a unit, shared by the readers that want it.
 type unitCall struct {
-	done chan struct{}
-	b    []byte // valid once done is closed
-	err  error
+	done    chan struct{}
+	ub      *unitBuf // valid once done is closed, with a reference for each waiter
+	err     error
+	waiters int // guarded by the Layer's mu: readers that joined the call
 }
 
 type cachedUnit struct {
 	start int64
-	b     []byte
+	ub    *unitBuf // the Layer's memory holds a reference
 }
 
 // restartOut returns the uncompressed offset of restart point i.
@@ -62,19 +63,17 @@ func (l *Layer) unitAt(off int64) unitRef {
 	return unitRef{start: start, end: end, restart: i}
 }
 
-// unit returns the decoded bytes of u: from memory, by joining a decode in flight, or by
-// starting one. The decode runs on its own goroutine and context (the caller's values,
-// not its cancellation) so that a reader whose ctx ends returns ctx.Err() alone.
-func (l *Layer) unit(ctx context.Context, u unitRef) ([]byte, error) {
+// unit returns the decoded bytes of u, with a reference the caller must release: from
+// memory, by joining a decode in flight, or by starting one. The decode runs on its own
+// goroutine and context (the caller's values, not its cancellation) so that a reader
+// whose ctx ends returns ctx.Err() alone.
+func (l *Layer) unit(ctx context.Context, u unitRef) (*unitBuf, error) {
 	l.mu.Lock()
 	l.aheadLocked(ctx, u)
-	for i, c := range l.cached {
-		if c.start == u.start {
-			l.cached = append(append(l.cached[:i:i], l.cached[i+1:]...), c) // most recent last
-			l.mu.Unlock()
-			l.unitHits.Add(1)
-			return c.b, nil
-		}
+	if ub := l.cachedLocked(u.start, true); ub != nil {
+		l.mu.Unlock()
+		l.unitHits.Add(1)
+		return ub, nil
 	}
 	call, ok := l.inflight[u.start]
 	if !ok {
@@ -82,28 +81,45 @@ func (l *Layer) unit(ctx context.Context, u unitRef) ([]byte, error) {
 		l.inflight[u.start] = call
 		go l.runDecode(context.WithoutCancel(ctx), u, call)
 	}
+	call.waiters++
 	l.mu.Unlock()
+	return waitUnit(ctx, call)
+}
+
+// waitUnit waits for call, which the caller joined (counted in its waiters), and
+// returns its unit with the reference the decode took for the caller. A caller whose
+// ctx ends first leaves that reference unreleased: the buffer is then never reused.
+func waitUnit(ctx context.Context, call *unitCall) (*unitBuf, error) {
 	select {
 	case <-call.done:
-		return call.b, call.err
+		return call.ub, call.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 }
 
 func (l *Layer) runDecode(ctx context.Context, u unitRef, call *unitCall) {
-	call.b, call.err = l.decodeUnit(ctx, u)
+	ub, err := l.decodeUnit(ctx, u) // ub holds one reference: the decode's
 	l.mu.Lock()
 	delete(l.inflight, u.start)
-	if call.err == nil && l.maxCached > 0 {
-		l.cached = append(l.cached, cachedUnit{start: u.start, b: call.b})
-		l.cachedN += int64(len(call.b))
-		for l.cachedN > l.maxCached && len(l.cached) > 1 {
-			l.cachedN -= int64(len(l.cached[0].b))
-			l.cached = l.cached[1:]
-		}
-		if u.start >= l.seqNext && l.x.toc == nil && l.seqNext >= 0 {
-			l.fillAheadLocked(ctx) // a unit decoded ahead: keep going
+	call.ub, call.err = ub, err
+	if err == nil {
+		// One reference for each reader waiting, taken before any can be
+		// released; the decode's own goes to the Layer's memory, or is dropped.
+		ub.refs.Add(int32(call.waiters))
+		if l.maxCached > 0 {
+			l.cached = append(l.cached, cachedUnit{start: u.start, ub: ub})
+			l.cachedN += int64(len(ub.b))
+			for l.cachedN > l.maxCached && len(l.cached) > 1 {
+				l.cachedN -= int64(len(l.cached[0].ub.b))
+				l.cached[0].ub.release()
+				l.cached = l.cached[1:]
+			}
+			if u.start >= l.seqNext && l.x.toc == nil && l.seqNext >= 0 {
+				l.fillAheadLocked(ctx) // a unit decoded ahead: keep going
+			}
+		} else {
+			ub.release()
 		}
 	}
 	l.mu.Unlock()
@@ -116,16 +132,21 @@ func (l *Layer) useDecodedCache(u unitRef) bool {
 	return l.dec != nil && l.x.Format == FormatZstd && u.start-l.restartOut(u.restart) >= 2*DecodedChunkSize
 }
 
-// decodeUnit decodes u with an idle decoder or a new one from u's restart point.
-func (l *Layer) decodeUnit(ctx context.Context, u unitRef) ([]byte, error) {
+// decodeUnit decodes u with an idle decoder or a new one from u's restart point. The
+// buffer it returns holds one reference.
+func (l *Layer) decodeUnit(ctx context.Context, u unitRef) (*unitBuf, error) {
 	if l.x.toc != nil {
-		return l.decodeTOCUnit(ctx, u) // eStargz, zstd:chunked: see toc_read.go
+		b, err := l.decodeTOCUnit(ctx, u) // eStargz, zstd:chunked: see toc_read.go
+		if err != nil {
+			return nil, err
+		}
+		return ownedUnitBuf(b), nil
 	}
 	useDC := l.useDecodedCache(u)
 	if useDC {
 		if b, err := l.dec.Get(l.x.Digest, u.start/DecodedChunkSize); err == nil && int64(len(b)) == u.end-u.start {
 			l.unitHits.Add(1)
-			return b, nil
+			return ownedUnitBuf(b), nil
 		}
 	}
 	c, err := l.takeCursor(ctx, u)
@@ -136,16 +157,22 @@ func (l *Layer) decodeUnit(ctx context.Context, u unitRef) ([]byte, error) {
 		c.close()
 		return nil, err
 	}
-	b := make([]byte, u.end-u.start)
-	if err := l.fill(c, b); err != nil {
+	var ub *unitBuf
+	if useDC {
+		ub = ownedUnitBuf(make([]byte, u.end-u.start)) // the DecodedCache may keep it
+	} else {
+		ub = newUnitBuf(u.end - u.start)
+	}
+	if err := l.fill(c, ub.b); err != nil {
 		c.close()
+		ub.release()
 		return nil, err
 	}
 	if useDC {
-		l.put(u.start, b)
+		l.put(u.start, ub.b)
 	}
 	l.putCursor(c)
-	return b, nil
+	return ub, nil
 }
 
 // skip advances c to stream offset to. With keep, every whole chunk passed on the way
@@ -252,7 +279,7 @@ func (l *Layer) fillAheadLocked(ctx context.Context) {
 		if budget -= next.end - next.start; budget < 0 {
 			return
 		}
-		if l.cachedLocked(next.start) {
+		if l.cachedLocked(next.start, false) != nil {
 			continue
 		}
 		if _, ok := l.inflight[next.start]; ok {
@@ -266,12 +293,18 @@ func (l *Layer) fillAheadLocked(ctx context.Context) {
 	}
 }
 
-// cachedLocked reports whether the unit starting at start is in memory. l.mu is held.
-func (l *Layer) cachedLocked(start int64) bool {
-	for _, c := range l.cached {
+// cachedLocked returns the unit starting at start if it is in memory, else nil. With
+// use, the unit becomes the most recently used and the caller gets a reference. l.mu is
+// held.
+func (l *Layer) cachedLocked(start int64, use bool) *unitBuf {
+	for i, c := range l.cached {
 		if c.start == start {
-			return true
+			if use {
+				l.cached = append(append(l.cached[:i:i], l.cached[i+1:]...), c) // most recent last
+				c.ub.acquire()
+			}
+			return c.ub
 		}
 	}
-	return false
+	return nil
 }
