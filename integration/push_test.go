@@ -22,10 +22,10 @@ func TestPushWalkFindsPageCache(t *testing.T) {
 	small := make(map[string][]byte)
 	for i := range nSmall {
 		name := fmt.Sprintf("etc/conf/%03d.conf", i)
-		small[filepath.Base(name)] = refetchProse(uint64(1000+i), 1000+i*17%5000)
+		small[filepath.Base(name)] = fixture.Prose(uint64(1000+i), 1000+i*17%5000)
 		entries = append(entries, fixture.Entry{Name: name, Body: small[filepath.Base(name)]})
 	}
-	big := refetchProse(5, 3<<20)
+	big := fixture.Prose(5, 3<<20)
 	entries = append(entries, fixture.Entry{Name: "usr/lib/big.bin", Body: big})
 	layer, err := fixture.Layer(fixture.Gzip, fixture.OCI, entries...)
 	if err != nil {

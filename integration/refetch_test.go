@@ -47,7 +47,7 @@ func TestRefetchGzipAfterEviction(t *testing.T) {
 	files := make([][]byte, refetchFiles)
 	var entries []fixture.Entry
 	for i := range files {
-		files[i] = refetchProse(uint64(i), refetchFileSize)
+		files[i] = fixture.Prose(uint64(i), refetchFileSize)
 		entries = append(entries, fixture.Entry{Name: fmt.Sprintf("doc/%02d.txt", i), Body: files[i]})
 	}
 	layer, err := fixture.Layer(fixture.Gzip, fixture.OCI, entries...)
@@ -108,9 +108,9 @@ func TestRefetchEStargzColdCat(t *testing.T) {
 		}
 	}
 	for i := range 500 {
-		add(fmt.Sprintf("usr/share/doc/%04d", i), refetchProse(uint64(100+i), 500+r.IntN(3000)))
+		add(fmt.Sprintf("usr/share/doc/%04d", i), fixture.Prose(uint64(100+i), 500+r.IntN(3000)))
 	}
-	target := refetchProse(99, refetchRead)
+	target := fixture.Prose(99, refetchRead)
 	add("usr/share/doc/target", target)
 	for i := range 5 { // incompressible, 20 MiB
 		big := make([]byte, 4<<20)
@@ -160,31 +160,6 @@ type refetchLayer struct {
 }
 
 func (l *refetchLayer) DiffID() (v1.Hash, error) { return l.diffID, nil }
-
-// refetchProse returns n bytes of text like prose (gzip compresses it about 3:1, as it
-// does English): words from a vocabulary of 2,000 made-up ones, in sentences.
-func refetchProse(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, 42))
-	vocab := make([]string, 2000)
-	vr := rand.New(rand.NewPCG(1, 42)) // one vocabulary for every file
-	for i := range vocab {
-		w := make([]byte, 2+vr.IntN(8))
-		for j := range w {
-			w[j] = byte('a' + vr.IntN(26))
-		}
-		vocab[i] = string(w)
-	}
-	b := make([]byte, 0, n+16)
-	for len(b) < n {
-		b = append(b, vocab[r.IntN(len(vocab))]...)
-		if r.IntN(12) == 0 {
-			b = append(b, ".\n"...)
-		} else {
-			b = append(b, ' ')
-		}
-	}
-	return b[:n]
-}
 
 // refetchEvicted picks a file of the gzip layer and an offset in it whose span (the
 // compressed bytes between the checkpoints around it, and a little past) lies in 1 MiB

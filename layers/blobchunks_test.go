@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/regfs/regfs/cache"
+	"github.com/regfs/regfs/internal/fixture"
 )
 
 func TestBlobChunkDigests(t *testing.T) {
@@ -310,36 +311,12 @@ func (s *countingSource) Fetch(ctx context.Context, off, n int64) (io.ReadCloser
 	return io.NopCloser(bytes.NewReader(s.data[off:end])), off, nil
 }
 
-// proseData returns n bytes of text like prose: lines of words drawn from a vocabulary
-// of 2,000 made-up words, which gzip compresses about 3:1 as it does English text.
-func proseData(r *rand.Rand, n int) []byte {
-	vocab := make([]string, 2000)
-	for i := range vocab {
-		w := make([]byte, 2+r.IntN(8))
-		for j := range w {
-			w[j] = byte('a' + r.IntN(26))
-		}
-		vocab[i] = string(w)
-	}
-	b := make([]byte, 0, n+16)
-	for len(b) < n {
-		b = append(b, vocab[r.IntN(len(vocab))]...)
-		if r.IntN(12) == 0 {
-			b = append(b, ".\n"...)
-		} else {
-			b = append(b, ' ')
-		}
-	}
-	return b[:n]
-}
-
 // textLayer returns a tar of about mib MiB of text files of 256 KiB each, and its gzip.
 func textLayer(t testing.TB, mib int) (tarBytes, gz []byte) {
 	t.Helper()
-	r := rand.New(rand.NewPCG(41, 41))
 	var fs []file
 	for i := range mib * 4 {
-		f := file{hdr: testFiles(0, 0)[2].hdr, data: proseData(r, 256<<10)}
+		f := file{hdr: testFiles(0, 0)[2].hdr, data: fixture.Prose(uint64(41+i), 256<<10)}
 		f.hdr.Name = fmt.Sprintf("text/%04d", i)
 		fs = append(fs, f)
 	}

@@ -307,3 +307,14 @@ type indexStore struct{ *mapCache }
 
 func (s indexStore) Get(digest string) ([]byte, error) { return s.get(digest) }
 func (s indexStore) Put(digest string, b []byte) error { return s.put(digest, b) }
+
+// mustIndex indexes the layer blob b held in memory, failing the test on an error.
+func mustIndex(t testing.TB, b []byte, opts ...BuildOption) (*memBlob, *Index) {
+	t.Helper()
+	blob := &memBlob{b: b}
+	x, err := BuildIndex(context.Background(), blob, digestOf(b), nil, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return blob, x
+}

@@ -36,11 +36,7 @@ func TestReadCostsOneSpan(t *testing.T) {
 		{"zstd multi-frame", zstdFrames(t, tarBytes, 256<<10, false)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			blob := &memBlob{b: tc.blob}
-			x, err := BuildIndex(context.Background(), blob, digestOf(tc.blob), nil, WithSpan(span))
-			if err != nil {
-				t.Fatal(err)
-			}
+			blob, x := mustIndex(t, tc.blob, WithSpan(span))
 			r := rand.New(rand.NewPCG(1, 1))
 			for range 10 {
 				e := &x.Entries[len(x.Entries)/2+r.IntN(len(x.Entries)/2)]
@@ -75,11 +71,7 @@ func TestReadCostsOneSpan(t *testing.T) {
 func TestReadAllCostsOneDecode(t *testing.T) {
 	tarBytes, _ := bigLayer(t, 4)
 	gz := gzipStd(t, tarBytes)
-	blob := &memBlob{b: gz}
-	x, err := BuildIndex(context.Background(), blob, digestOf(gz), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	blob, x := mustIndex(t, gz)
 	l := NewLayer(x, blob, nil, nil)
 	ctx := context.Background()
 	p := make([]byte, 4096)
@@ -106,11 +98,7 @@ func TestReadAllCostsOneDecode(t *testing.T) {
 func TestZstdSingleFrameDecodedCache(t *testing.T) {
 	tarBytes, _ := bigLayer(t, 4)
 	zs := zstdFrames(t, tarBytes, 0, false)
-	blob := &memBlob{b: zs}
-	x, err := BuildIndex(context.Background(), blob, digestOf(zs), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	blob, x := mustIndex(t, zs)
 	if x.RestartPoints() != 1 {
 		t.Fatalf("restart points: got %d, want 1", x.RestartPoints())
 	}
@@ -144,11 +132,7 @@ func TestConcurrentReaders(t *testing.T) {
 	tarBytes := makeTar(t, testFiles(6, 400<<10))
 	for _, tc := range layerCases(t, tarBytes) {
 		t.Run(tc.name, func(t *testing.T) {
-			blob := &memBlob{b: tc.blob}
-			x, err := BuildIndex(context.Background(), blob, digestOf(tc.blob), nil, WithSpan(64<<10))
-			if err != nil {
-				t.Fatal(err)
-			}
+			blob, x := mustIndex(t, tc.blob, WithSpan(64<<10))
 			l := NewLayer(x, blob, newMapCache(), nil, WithMemoryCache(256<<10))
 			var wg sync.WaitGroup
 			errs := make(chan error, 8)
@@ -185,11 +169,7 @@ func TestConcurrentReaders(t *testing.T) {
 
 func TestReadAtBounds(t *testing.T) {
 	tarBytes := makeTar(t, testFiles(7, 10))
-	blob := &memBlob{b: gzipStd(t, tarBytes)}
-	x, err := BuildIndex(context.Background(), blob, digestOf(blob.b), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	blob, x := mustIndex(t, gzipStd(t, tarBytes))
 	l := NewLayer(x, blob, nil, nil)
 	e := &x.Entries[1] // etc/passwd, 30 bytes (the global header is no entry)
 	ctx := context.Background()
@@ -226,11 +206,7 @@ func TestReadCached(t *testing.T) {
 		{"zstd multi-frame", zstdFrames(t, tarBytes, 256<<10, false)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			blob := &memBlob{b: tc.blob}
-			x, err := BuildIndex(context.Background(), blob, digestOf(tc.blob), nil, WithSpan(1<<20))
-			if err != nil {
-				t.Fatal(err)
-			}
+			blob, x := mustIndex(t, tc.blob, WithSpan(1<<20))
 			l := NewLayer(x, blob, nil, nil)
 			mid := &x.Entries[len(x.Entries)/2]
 			p := make([]byte, mid.Size)
@@ -274,11 +250,7 @@ func TestReadCached(t *testing.T) {
 func TestView(t *testing.T) {
 	tarBytes, _ := bigLayer(t, 4)
 	gz := gzipStd(t, tarBytes)
-	blob := &memBlob{b: gz}
-	x, err := BuildIndex(context.Background(), blob, digestOf(gz), nil, WithSpan(1<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
+	blob, x := mustIndex(t, gz, WithSpan(1<<20))
 	l := NewLayer(x, blob, nil, nil)
 	if _, _, ok := l.ViewCached(t.Context(), &x.Entries[0], 0, 4096); ok {
 		t.Fatal("ViewCached before any read succeeded")
@@ -339,11 +311,7 @@ func TestView(t *testing.T) {
 func TestDecodeAheadStops(t *testing.T) {
 	tarBytes, _ := bigLayer(t, 8)
 	gz := gzipStd(t, tarBytes)
-	blob := &memBlob{b: gz}
-	x, err := BuildIndex(t.Context(), blob, digestOf(gz), nil, WithSpan(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
+	blob, x := mustIndex(t, gz, WithSpan(64<<10))
 	for _, mem := range []int64{0, 256 << 10, defaultUnitCache} {
 		l := NewLayer(x, blob, nil, nil, WithMemoryCache(mem))
 		p := make([]byte, 4096)
@@ -380,11 +348,7 @@ func TestDecodeAheadStops(t *testing.T) {
 func TestUnitBuffersNotReusedWhileHeld(t *testing.T) {
 	tarBytes, _ := bigLayer(t, 6)
 	gz := gzipStd(t, tarBytes)
-	blob := &memBlob{b: gz}
-	x, err := BuildIndex(t.Context(), blob, digestOf(gz), nil, WithSpan(256<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
+	blob, x := mustIndex(t, gz, WithSpan(256<<10))
 	l := NewLayer(x, blob, nil, nil, WithMemoryCache(1<<20))
 	defer l.Close()
 	var wg sync.WaitGroup
