@@ -26,10 +26,10 @@ import (
 // so a lone small `cat` costs nothing more. As a read would, a push moving
 // forward through a layer counts as a walk and lets the layer decode ahead
 // (a reader of the first MiBs of a large file may cost a few MiB of decoding
-// more). It pushes only to
-// inodes the kernel knows (listed by READDIRPLUS or looked up). Content is
-// immutable and the mount keeps the page cache (no-open mode), so a pushed
-// page is always right and stays until the kernel reclaims it.
+// more). It pushes only to inodes the kernel knows (listed by READDIRPLUS or
+// looked up). Content is immutable and the mount keeps the page cache
+// (no-open mode), so a pushed page is always right and stays until the
+// kernel reclaims it.
 const (
 	pushAhead    = 2 << 20   // bytes of a file pushed past a read of it
 	pushMaxFile  = 256 << 10 // larger siblings are left to the kernel's read-ahead
