@@ -147,7 +147,17 @@ func (l *Layer) ReadAt(ctx context.Context, e *Entry, p []byte, off int64) (int,
 // ReadAt. The slice must not be modified, and is valid until release is called, which
 // the caller must do exactly once when done with it (the memory is then reused).
 func (l *Layer) View(ctx context.Context, e *Entry, off, n int64) (b []byte, release func(), ok bool, err error) {
-	if off < 0 || off >= e.Size || e.Sparse != nil || l.x.Format == FormatTar {
+	b, release, ok, err = l.view(ctx, e, off, n, true)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("layers: read %q of layer %s at %d: %w", e.Name, l.x.Digest, off, err)
+	}
+	return b, release, ok, nil
+}
+
+// view is View, or ViewCached without decode: the unit must then be in memory or being
+// decoded (err errNotInMemory otherwise).
+func (l *Layer) view(ctx context.Context, e *Entry, off, n int64, decode bool) (b []byte, release func(), ok bool, err error) {
+	if !l.inUnits(e, off) {
 		return nil, nil, false, nil
 	}
 	n = min(n, e.Size-off)
@@ -156,11 +166,17 @@ func (l *Layer) View(ctx context.Context, e *Entry, off, n int64) (b []byte, rel
 	if pos+n > u.end {
 		return nil, nil, false, nil
 	}
-	ub, err := l.unit(ctx, u)
+	ub, err := l.acquireUnit(ctx, u, decode)
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("layers: read %q of layer %s at %d: %w", e.Name, l.x.Digest, off, err)
+		return nil, nil, false, err
 	}
 	return ub.b[pos-u.start : pos-u.start+n : pos-u.start+n], ub.release, true, nil
+}
+
+// inUnits reports whether entry e's data from off is read from decoded units (the
+// ranges View, ViewCached and ReadCached serve): not sparse, not an uncompressed layer.
+func (l *Layer) inUnits(e *Entry, off int64) bool {
+	return off >= 0 && off < e.Size && e.Sparse == nil && l.x.Format != FormatTar
 }
 
 // readSparse fills p with the logical bytes from off of a sparse entry.
@@ -193,9 +209,16 @@ func (l *Layer) readStream(ctx context.Context, p []byte, off int64) error {
 		}
 		return err
 	}
+	return l.copyUnits(ctx, p, off, true)
+}
+
+// copyUnits fills p from the decoded units holding stream offsets [off, off+len(p)),
+// decoding the missing ones, or without decode failing with errNotInMemory if a unit is
+// neither in memory nor being decoded.
+func (l *Layer) copyUnits(ctx context.Context, p []byte, off int64, decode bool) error {
 	for len(p) > 0 {
 		u := l.unitAt(off)
-		ub, err := l.unit(ctx, u)
+		ub, err := l.acquireUnit(ctx, u, decode)
 		if err != nil {
 			return err
 		}
@@ -213,23 +236,12 @@ func (l *Layer) readStream(ctx context.Context, p []byte, off int64) error {
 // handing the kernel the files a walk is about to read; like a read, it counts as the
 // walk moving forward (the units after it are decoded ahead).
 func (l *Layer) ReadCached(ctx context.Context, e *Entry, p []byte, off int64) (n int, ok bool) {
-	if off < 0 || off >= e.Size || e.Sparse != nil || l.x.Format == FormatTar {
+	if !l.inUnits(e, off) {
 		return 0, false
 	}
 	n = int(min(int64(len(p)), e.Size-off))
-	q, pos := p[:n], e.Offset+off
-	if pos+int64(n) > l.x.Size {
+	if e.Offset+off+int64(n) > l.x.Size || l.copyUnits(ctx, p[:n], e.Offset+off, false) != nil {
 		return 0, false
-	}
-	for len(q) > 0 {
-		u := l.unitAt(pos)
-		ub := l.unitInMemory(ctx, u)
-		if ub == nil {
-			return 0, false
-		}
-		k := copy(q, ub.b[pos-u.start:])
-		ub.release()
-		q, pos = q[k:], pos+int64(k)
 	}
 	return n, true
 }
@@ -238,42 +250,9 @@ func (l *Layer) ReadCached(ctx context.Context, e *Entry, p []byte, off int64) (
 // slice only if its unit is in memory or being decoded (waiting for that). As with View,
 // the caller must call release exactly once when done with the slice.
 func (l *Layer) ViewCached(ctx context.Context, e *Entry, off, n int64) (b []byte, release func(), ok bool) {
-	if off < 0 || off >= e.Size || e.Sparse != nil || l.x.Format == FormatTar {
-		return nil, nil, false
-	}
-	n = min(n, e.Size-off)
-	pos := e.Offset + off
-	u := l.unitAt(pos)
-	if pos+n > u.end {
-		return nil, nil, false
-	}
-	ub := l.unitInMemory(ctx, u)
-	if ub == nil {
-		return nil, nil, false
-	}
-	return ub.b[pos-u.start : pos-u.start+n : pos-u.start+n], ub.release, true
-}
-
-// unitInMemory returns unit u, with a reference the caller must release, if it is in
-// memory or being decoded (waiting for that); else nil.
-func (l *Layer) unitInMemory(ctx context.Context, u unitRef) *unitBuf {
-	l.mu.Lock()
-	if ub := l.cachedLocked(u.start, true); ub != nil {
-		l.aheadLocked(ctx, u)
-		l.mu.Unlock()
-		return ub
-	}
-	call, ok := l.inflight[u.start]
-	if !ok {
-		l.mu.Unlock()
-		return nil
-	}
-	call.waiters++
-	l.aheadLocked(ctx, u)
-	l.mu.Unlock()
-	ub, err := waitUnit(ctx, call)
+	b, release, ok, err := l.view(ctx, e, off, n, false)
 	if err != nil {
-		return nil
+		return nil, nil, false
 	}
-	return ub
+	return b, release, ok
 }

@@ -2,6 +2,7 @@ package layers
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sort"
 )
@@ -63,23 +64,39 @@ func (l *Layer) unitAt(off int64) unitRef {
 	return unitRef{start: start, end: end, restart: i}
 }
 
-// unit returns the decoded bytes of u, with a reference the caller must release: from
-// memory, by joining a decode in flight, or by starting one. The decode runs on its own
-// goroutine and context (the caller's values, not its cancellation) so that a reader
-// whose ctx ends returns ctx.Err() alone.
-func (l *Layer) unit(ctx context.Context, u unitRef) (*unitBuf, error) {
+// errNotInMemory is acquireUnit's answer, without decode, for a unit neither in memory
+// nor being decoded.
+var errNotInMemory = errors.New("layers: unit not in memory")
+
+// acquireUnit returns the decoded bytes of u, with a reference the caller must release:
+// from memory, or by joining a decode in flight; if neither, with decode by starting
+// one, else errNotInMemory. The decode runs on its own goroutine and context (the
+// caller's values, not its cancellation) so that a reader whose ctx ends returns
+// ctx.Err() alone. Without decode, an access to a unit not in memory does not count in
+// the walk's progress (aheadLocked).
+func (l *Layer) acquireUnit(ctx context.Context, u unitRef, decode bool) (*unitBuf, error) {
 	l.mu.Lock()
-	l.aheadLocked(ctx, u)
+	if decode {
+		l.aheadLocked(ctx, u)
+	}
 	if ub := l.cachedLocked(u.start, true); ub != nil {
+		if !decode {
+			l.aheadLocked(ctx, u)
+		} else {
+			l.unitHits.Add(1)
+		}
 		l.mu.Unlock()
-		l.unitHits.Add(1)
 		return ub, nil
 	}
-	call, ok := l.inflight[u.start]
-	if !ok {
-		call = &unitCall{done: make(chan struct{})}
-		l.inflight[u.start] = call
-		go l.runDecode(context.WithoutCancel(ctx), u, call)
+	call := l.inflight[u.start]
+	switch {
+	case call != nil && !decode:
+		l.aheadLocked(ctx, u)
+	case call == nil && decode:
+		call = l.startLocked(context.WithoutCancel(ctx), u)
+	case call == nil:
+		l.mu.Unlock()
+		return nil, errNotInMemory
 	}
 	call.waiters++
 	l.mu.Unlock()
@@ -221,19 +238,19 @@ func unexpected(err error) error {
 	return err
 }
 
-// startLocked starts decoding u in the background unless it is cached or in flight.
-func (l *Layer) startLocked(ctx context.Context, u unitRef) {
-	for _, c := range l.cached {
-		if c.start == u.start {
-			return
-		}
+// startLocked starts decoding u in the background unless it is cached or in flight, and
+// returns the call decoding it (nil if it is cached).
+func (l *Layer) startLocked(ctx context.Context, u unitRef) *unitCall {
+	if l.cachedLocked(u.start, false) != nil {
+		return nil
 	}
-	if _, ok := l.inflight[u.start]; ok {
-		return
+	if call, ok := l.inflight[u.start]; ok {
+		return call
 	}
 	call := &unitCall{done: make(chan struct{})}
 	l.inflight[u.start] = call
 	go l.runDecode(ctx, u, call)
+	return call
 }
 
 const (
