@@ -233,29 +233,8 @@ func TestReadAtShortBody(t *testing.T) {
 func TestConcurrentReadersJoinOneFetch(t *testing.T) {
 	data := randomBytes(5, 100)
 	b, src, _ := newTestBlob(t, data, 7, 1<<20)
-	release := src.block()
-	ctx := t.Context()
 	const readers = 64
-	var wg sync.WaitGroup
-	errs := make(chan error, readers)
-	for i := range readers {
-		wg.Go(func() {
-			off := int64(14 + i%7) // all inside chunk 2
-			p := make([]byte, 21-(off-14))
-			n, err := b.ReadAt(ctx, p, off)
-			if err != nil || !bytes.Equal(p[:n], data[off:off+int64(n)]) || n != len(p) {
-				errs <- errors.Join(errors.New("bad read"), err)
-			}
-		})
-	}
-	<-src.started
-	time.Sleep(20 * time.Millisecond) // let the readers pile up on the fetch
-	release()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	pileUpReaders(t, b, src, data, readers, func(i int) int64 { return int64(14 + i%7) }, 35) // all from inside chunk 2 to 35
 	if f, _ := src.counts(); f != 1 {
 		t.Errorf("%d readers of one cold chunk made %d fetches, want 1", readers, f)
 	}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 )
@@ -254,28 +253,8 @@ func TestConcurrentReadersOfOneColdFineChunk(t *testing.T) {
 	data := randomBytes(36, testSize)
 	_, src, _, fine := coarseSetup(t, data)
 	f := fine()
-	release := src.block()
 	const readers = 32
-	var wg sync.WaitGroup
-	errs := make(chan error, readers)
-	for i := range readers {
-		wg.Go(func() {
-			off := int64(320 + i%testFine) // all inside fine chunk 20
-			p := make([]byte, 336-off)
-			n, err := f.ReadAt(t.Context(), p, off)
-			if err != nil || n != len(p) || !bytes.Equal(p, data[off:336]) {
-				errs <- errors.Join(errors.New("bad read"), err)
-			}
-		})
-	}
-	<-src.started
-	time.Sleep(20 * time.Millisecond) // let the readers pile up on the fetch
-	release()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	pileUpReaders(t, f, src, data, readers, func(i int) int64 { return int64(320 + i%testFine) }, 336) // all inside fine chunk 20
 	if got := src.fetchRanges(); !slices.Equal(got, [][2]int64{{320, 16}}) {
 		t.Errorf("%d readers of one cold fine chunk fetched %v, want one fetch of [320, 336)", readers, got)
 	}

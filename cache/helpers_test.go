@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // fakeMode is how a fakeSource answers.
@@ -236,3 +237,31 @@ type stallErr struct{}
 
 func (stallErr) Error() string { return "fake: no progress" }
 func (stallErr) Stalled() bool { return true }
+
+// pileUpReaders reads [off(i), end) of b from readers goroutines at once while src's
+// fetches are held back, then lets them go: all readers wait on the same cold chunk.
+// Every read must return data's bytes.
+func pileUpReaders(t *testing.T, b *Blob, src *fakeSource, data []byte, readers int, off func(i int) int64, end int64) {
+	t.Helper()
+	release := src.block()
+	var wg sync.WaitGroup
+	errs := make(chan error, readers)
+	for i := range readers {
+		wg.Go(func() {
+			o := off(i)
+			p := make([]byte, end-o)
+			n, err := b.ReadAt(t.Context(), p, o)
+			if err != nil || n != len(p) || !bytes.Equal(p, data[o:end]) {
+				errs <- errors.Join(errors.New("bad read"), err)
+			}
+		})
+	}
+	<-src.started
+	time.Sleep(20 * time.Millisecond) // let the readers pile up on the fetch
+	release()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

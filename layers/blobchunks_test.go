@@ -341,17 +341,8 @@ func spanOf(x *Index, blobSize, off int64) int64 {
 // index's digests; and that with the pass's coarse chunks still cached it fetches nothing.
 func TestReadAfterIndexFetchesTwoSpansAtMost(t *testing.T) {
 	tarBytes, gz := textLayer(t, 8)
-	d, size := digestOf(gz), int64(len(gz))
-	store, err := cache.Open(t.TempDir(), 1<<30, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	src := &countingSource{data: gz}
-	x, err := BuildIndex(t.Context(), cache.NewBlob(store, src, d, size), d, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, src, x := indexThroughCache(t, gz)
+	d, size := x.Digest, int64(len(gz))
 	if got, want := src.bytes.Load(), size; got != want {
 		t.Fatalf("index pass fetched %d bytes, want the blob's %d", got, want)
 	}
@@ -486,17 +477,8 @@ func TestIndexWithCoarseSumsStillReads(t *testing.T) {
 // the Layer reads 256 KiB at a time and decodes the next span ahead on another goroutine.
 func TestReadAllAfterIndexReadsEachCoarseChunkOnce(t *testing.T) {
 	tarBytes, gz := textLayer(t, 16)
-	d, size := digestOf(gz), int64(len(gz))
-	store, err := cache.Open(t.TempDir(), 1<<30, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	src := &countingSource{data: gz}
-	x, err := BuildIndex(t.Context(), cache.NewBlob(store, src, d, size), d, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, src, x := indexThroughCache(t, gz)
+	d, size := x.Digest, int64(len(gz))
 	fetches := src.fetches.Load()
 	before := store.Stats()
 	b := cache.NewBlob(store, src, d, size, cache.WithChunkSize(x.ChunkSize()),
@@ -521,4 +503,23 @@ func TestReadAllAfterIndexReadsEachCoarseChunkOnce(t *testing.T) {
 	if hits > 2*coarse {
 		t.Errorf("%d chunk files read for %d coarse chunks, want about one each", hits, coarse)
 	}
+}
+
+// indexThroughCache indexes the gzip blob gz as fs does, through a cache.Blob of the
+// default chunks over a new store, and returns the store, the counting source behind
+// it and the index.
+func indexThroughCache(t *testing.T, gz []byte) (*cache.Store, *countingSource, *Index) {
+	t.Helper()
+	d, size := digestOf(gz), int64(len(gz))
+	store, err := cache.Open(t.TempDir(), 1<<30, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	src := &countingSource{data: gz}
+	x, err := BuildIndex(t.Context(), cache.NewBlob(store, src, d, size), d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, src, x
 }
