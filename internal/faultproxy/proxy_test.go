@@ -82,6 +82,11 @@ func getWithin(t *testing.T, timeout time.Duration, p *Proxy, method, path, rng,
 		Timeout:       timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+	return doRead(c, req)
+}
+
+// doRead sends req with c and returns the response and its whole body.
+func doRead(c *http.Client, req *http.Request) (*http.Response, []byte, error) {
 	resp, err := c.Do(req)
 	if err != nil {
 		return nil, nil, err
@@ -559,14 +564,11 @@ func TestEvents(t *testing.T) {
 // getURL GETs an absolute URL with a 2 s timeout and returns its body.
 func getURL(t *testing.T, u string) (*http.Response, []byte, error) {
 	t.Helper()
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(u)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, u, nil)
 	if err != nil {
-		return nil, nil, err
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp, b, err
+	return doRead(&http.Client{Timeout: 2 * time.Second}, req)
 }
 
 func TestExpireTokenAge(t *testing.T) {
