@@ -122,8 +122,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, f Fault) {
 		if tc, ok := conn.(*net.TCPConn); ok {
 			tc.SetLinger(0) // close sends RST
 		}
+		p.outcome(w, "reset") // before the client can see it
 		conn.Close()
-		p.outcome(w, "reset")
 	case kindStallAfter:
 		rc.Flush()
 		p.hold(w, r)
