@@ -51,6 +51,8 @@ type Store struct {
 	fetches      atomic.Int64
 	bytesFetched atomic.Int64
 
+	writes sync.WaitGroup // Puts writing outside mu; Close waits for them
+
 	mu      sync.Mutex
 	closed  bool                // guarded by mu
 	entries map[Key]*entry      // guarded by mu
@@ -126,6 +128,9 @@ func (s *Store) Close() error {
 		}
 	}
 	s.mu.Unlock()
+	// A Put that was writing finds the store closed and removes its
+	// temporary file; once Close returns, nothing writes to the directory.
+	s.writes.Wait()
 	for _, e := range touch {
 		s.touch(e.rel, e.atime)
 	}
@@ -211,6 +216,8 @@ func (s *Store) Put(k Key, b []byte) error {
 	}
 	s.makeRoomLocked(size)
 	s.reserved += size
+	s.writes.Add(1)
+	defer s.writes.Done()
 	s.mu.Unlock()
 
 	now := time.Now()

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -284,6 +286,60 @@ func TestClosed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
+}
+
+// TestCloseWaitsForPuts: once Close returns, nothing writes to the directory
+// (a caller may remove it), even with Puts in progress when it was called.
+func TestCloseWaitsForPuts(t *testing.T) {
+	for round := range 20 {
+		dir := t.TempDir()
+		s := openStore(t, dir, 64<<20)
+		var wg sync.WaitGroup
+		for w := range 4 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					err := s.Put(Key{KindChunk, digestOf(fmt.Sprint(round, w)), int64(i)}, make([]byte, 64<<10))
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+					if err != nil {
+						t.Errorf("Put: %v", err)
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(round%5) * time.Millisecond)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		before := listFiles(t, dir)
+		wg.Wait()
+		if after := listFiles(t, dir); !slices.Equal(before, after) {
+			t.Fatalf("round %d: files changed after Close returned: %d before, %d after", round, len(before), len(after))
+		}
+		for _, f := range before {
+			if strings.HasPrefix(filepath.Base(f), tmpPrefix) {
+				t.Fatalf("round %d: temporary file %s left after Close", round, f)
+			}
+		}
+	}
+}
+
+// listFiles returns the paths of every file under dir, sorted.
+func listFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
 }
 
 func TestVersionMismatchWipes(t *testing.T) {
