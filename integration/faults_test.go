@@ -223,7 +223,7 @@ func runFaultCase(t *testing.T, env faultsEnv, tc faultCase, cacheDir string) {
 	m := faultMount(t, mountConfig{registry: env.proxy.Host(), cacheDir: cacheDir})
 	files := faultsFiles()
 	names := slices.Sorted(mapsKeys(files))
-	for _, name := range names {
+	for i, name := range names {
 		took, err := timed(func() error { return readChecked(t, m.rootfs("1", name), files[name]) })
 		switch {
 		case tc.want == "ok" && err != nil:
@@ -233,8 +233,15 @@ func runFaultCase(t *testing.T, env faultsEnv, tc faultCase, cacheDir string) {
 		case tc.want == "ok-or-eio" && err != nil && !isEIO(err):
 			t.Errorf("%s: %v, want the right bytes or EIO", name, err)
 		}
-		if took > faultsTimeout+faultsSlack {
-			t.Errorf("%s: took %v, more than the stall timeout %v + %v", name, took, faultsTimeout, faultsSlack)
+		// The first read also resolves the tag and indexes the layers, several
+		// waits on the registry in a row (and work that makes progress is
+		// waited for): it gets three times the bound of one wait.
+		bound := faultsTimeout + faultsSlack
+		if i == 0 {
+			bound *= 3
+		}
+		if took > bound {
+			t.Errorf("%s: took %v, more than %v (the stall timeout %v + %v per wait)", name, took, bound, faultsTimeout, faultsSlack)
 		}
 		if err != nil {
 			t.Logf("%s: %v after %v", name, err, took)
@@ -591,7 +598,7 @@ func TestFaultsInterruptedWaiterLeavesSharedWork(t *testing.T) {
 		go func() { second <- op(t.Context()) }()
 		time.Sleep(200 * time.Millisecond)
 		took, err := timed(func() error { cancel(); return <-first })
-		if !errors.Is(err, context.Canceled) || took > 100*time.Millisecond {
+		if !errors.Is(err, context.Canceled) || took > time.Second { // at once; a loaded machine under -race may lag
 			t.Errorf("interrupted caller: %v after %v, want context.Canceled at once", err, took)
 		}
 		select {

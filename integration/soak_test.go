@@ -119,7 +119,7 @@ type soakStats struct {
 	reads, bytes, eio atomic.Int64
 	mu                sync.Mutex
 	slowest           []soakOp // guarded by mu; the soakKeep slowest operations, slowest first
-	slow              []soakOp // guarded by mu; operations over the bound (the first soakKeep)
+	slow              []soakOp // guarded by mu; operations over the bound
 	nslow             int      // guarded by mu; operations over the bound
 	other             []soakOp // guarded by mu; errors other than EIO (the first soakKeep)
 	nother            int      // guarded by mu
@@ -138,7 +138,7 @@ func (s *soakStats) op(o soakOp) {
 	}
 	if o.dur > s.bound {
 		s.nslow++
-		soakKeepOp(&s.slow, o)
+		s.slow = append(s.slow, o) // all of them: each is checked for CPU starvation
 	}
 }
 
@@ -291,7 +291,19 @@ func TestSoakFaults(t *testing.T) {
 			soakExplain(t, base, o, st.bound, mon, env.proxy, logs)
 		}
 	}
-	report(fmt.Sprintf("SLOW (over %v)", st.bound), st.nslow, st.slow)
+	// An operation over the bound fails the test unless the process was kept
+	// from running for longer than it went over (CPU starvation on a loaded
+	// machine, which -race makes likelier): a hang on the registry is not.
+	var slow []soakOp
+	for _, o := range st.slow {
+		if late, excess, starved := soakStarved(mon, o, st.bound); starved {
+			t.Logf("over the bound by %v, not counted: the process could not run for %v of it: %s",
+				excess.Round(time.Millisecond), late.Round(time.Millisecond), o.format(base))
+			continue
+		}
+		slow = append(slow, o)
+	}
+	report(fmt.Sprintf("SLOW (over %v)", st.bound), len(slow), slow)
 	report("ERROR OTHER THAN EIO", st.nother, st.other)
 	report("WRONG BYTES", st.nwrong, st.wrong)
 	if after > before {
@@ -351,6 +363,19 @@ func soakRead(st *soakStats, reader int, r *rand.Rand, f soakFile, buf []byte) {
 	}
 }
 
+// soakStarved reports how far o went over bound (excess) and for how long the
+// process was kept from running during it (late, the heartbeat's lateness: a
+// lower bound); CPU load explains the excess (starved) only if late is both
+// more than the excess and a good part of the operation.
+func soakStarved(mon *soakMonitor, o soakOp, bound time.Duration) (late, excess time.Duration, starved bool) {
+	excess = o.dur - bound
+	if excess <= 0 {
+		return 0, excess, false
+	}
+	late = mon.lateness(o.start, o.end())
+	return late, excess, late >= excess && late >= o.dur/5
+}
+
 // soakExplain reports what happened around a failed operation: how much the
 // process was kept from running (load), the proxy's events that could have
 // served it (in flight from a stall timeout before it to its end) and regfs's
@@ -360,13 +385,9 @@ func soakExplain(t *testing.T, base time.Time, o soakOp, bound time.Duration, mo
 	const maxEvents, maxLines, maxReadFailed = 100, 40, 5
 	var b strings.Builder
 	fmt.Fprintf(&b, "  during it: %s\n", mon.window(o.start, o.end()))
-	if excess := o.dur - bound; excess > 0 {
-		// The heartbeat's lateness is a lower bound of the time the process
-		// was kept from running; CPU load explains the excess only if that
-		// is both more than the excess and a good part of the operation.
-		late := mon.lateness(o.start, o.end())
+	if late, excess, starved := soakStarved(mon, o, bound); excess > 0 {
 		verdict := "the load does not explain it: see the events"
-		if late >= excess && late >= o.dur/5 {
+		if starved {
 			verdict = "CPU starvation, not a hang"
 		}
 		fmt.Fprintf(&b, "  the process could not run for at least %v of it (%.0f%%); it is %v over the bound: %s\n",

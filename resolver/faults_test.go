@@ -245,7 +245,7 @@ func TestStallMarksDownAndServesStale(t *testing.T) {
 	if _, err := c.Resolve(ctx, Ref{Registry: host, Repo: "r", Tag: "u"}); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("down, uncached: got %v, want ErrUnavailable", err)
 	}
-	if took := time.Since(start); took > 100*time.Millisecond {
+	if took := time.Since(start); took > time.Second { // no request: far less, but -race on a loaded machine
 		t.Fatalf("down answers took %v", took)
 	}
 	mustEqual(t, "requests while down", len(cnt.take()), 0)
