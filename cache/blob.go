@@ -314,6 +314,14 @@ func (b *Blob) cached(c int64) ([]byte, bool) {
 	return data, ok
 }
 
+// Forget drops the chunks the Blob keeps in memory (memo); later reads read them from
+// the store again. A Layer calls it when it drops its own memory.
+func (b *Blob) Forget() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.memo = [memoChunks]memoChunk{}
+}
+
 // memoized returns chunk n of the given grain if memo holds it, and makes it the most
 // recent; and the Blob's purge epoch, for a remember of what the caller reads instead.
 func (b *Blob) memoized(coarse bool, n int64) ([]byte, bool, uint64) {

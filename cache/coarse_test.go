@@ -364,3 +364,28 @@ func TestSequentialReadAhead(t *testing.T) {
 		t.Errorf("%d random 4 KiB reads fetched %d bytes, want at most %d (their chunks)", reads, n, reads*2*grain)
 	}
 }
+
+// TestForgetDropsMemo: reads of chunks the memo holds read no file; after Forget,
+// the next reads read each chunk's file again (and the bytes are the same).
+func TestForgetDropsMemo(t *testing.T) {
+	data := randomBytes(37, testSize)
+	s, _, coarse, fine := coarseSetup(t, data)
+	c := coarse()
+	if _, err := io.ReadAll(c.Reader(t.Context(), 0)); err != nil {
+		t.Fatal(err)
+	}
+	c.running.Wait()
+	f := fine()
+	const n = memoChunks * testCoarse // the chunks the memo holds
+	readAll(t, f, data[:n], testFine)
+	hits := s.Stats().Hits
+	readAll(t, f, data[:n], testFine)
+	if got := s.Stats().Hits - hits; got != 0 {
+		t.Fatalf("reads of memoized chunks read %d chunk files, want 0", got)
+	}
+	f.Forget()
+	readAll(t, f, data[:n], testFine)
+	if got := s.Stats().Hits - hits; got != memoChunks {
+		t.Errorf("after Forget, reads of %d chunks read %d chunk files, want each once", memoChunks, got)
+	}
+}

@@ -16,10 +16,11 @@ import (
 // manifest once, each layer indexed once even when several platforms or
 // images share it. It implements RootfsOpener and is safe for concurrent use.
 type Images struct {
-	res   *resolver.Client
-	store *cache.Store
-	index *layers.Indexer
-	log   *slog.Logger
+	res    *resolver.Client
+	store  *cache.Store
+	index  *layers.Indexer
+	budget *layers.Budget // the memory all layers keep between reads
+	log    *slog.Logger
 
 	mu      sync.Mutex
 	builds  map[string]*build        // guarded by mu; by manifest digest
@@ -35,13 +36,18 @@ type build struct {
 	err  error     // set before done is closed
 }
 
+// decodedMemory is the bound of the memory the layers of a mount keep between reads
+// (layers.Budget): four layers' decoded units at their default bound, enough for a walk
+// of two platforms side by side (diff -r) or a scanner reading a few layers at once.
+const decodedMemory = 64 << 20
+
 // NewImages returns an Images reading layers through store.
 func NewImages(res *resolver.Client, store *cache.Store, index *layers.Indexer, log *slog.Logger) *Images {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Images{
-		res: res, store: store, index: index, log: log,
+		res: res, store: store, index: index, budget: layers.NewBudget(decodedMemory), log: log,
 		builds: map[string]*build{}, indexed: map[string]*layers.Layer{},
 	}
 }
@@ -148,7 +154,7 @@ func (im *Images) layer(ctx context.Context, ref resolver.Ref, d resolver.Descri
 		grain = layers.BlobChunkSize
 	}
 	blob := cache.NewBlob(im.store, src, d.Digest, d.Size, append(fineChunks(grain), cache.WithVerify(x.VerifyChunk))...)
-	l = layers.NewLayer(x, blob, decodedStore{im.store}, im.log)
+	l = layers.NewLayer(x, blob, decodedStore{im.store}, im.log, layers.WithBudget(im.budget))
 	im.mu.Lock()
 	if prev, ok := im.indexed[d.Digest]; ok {
 		l = prev

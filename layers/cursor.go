@@ -118,8 +118,9 @@ func (z zstdReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close releases the layer's idle decoders and its in-memory units. The Layer stays
-// usable: later reads start new decoders.
+// Close releases the layer's idle decoders, its in-memory units and the chunks its
+// blob keeps in memory (if the blob is a Forgetter). The Layer stays usable: later
+// reads start new decoders.
 func (l *Layer) Close() {
 	l.mu.Lock()
 	idle, cached := l.cursors, l.cached
@@ -131,6 +132,16 @@ func (l *Layer) Close() {
 	for _, c := range cached {
 		c.ub.release()
 	}
+	if f, ok := l.b.(Forgetter); ok {
+		f.Forget()
+	}
+}
+
+// A Forgetter is a blob that keeps some of its bytes in memory (cache.Blob) and can
+// drop them.
+type Forgetter interface {
+	// Forget drops the bytes kept in memory; later reads read them again.
+	Forget()
 }
 
 // readStops returns the blob offsets of the layer's restart points, ascending:

@@ -65,6 +65,7 @@ type Layer struct {
 
 	maxCursors int
 	maxCached  int64
+	budget     *Budget // may be nil
 
 	mu       sync.Mutex
 	cursors  []*cursor           // guarded by mu; idle decoders, least recently used first

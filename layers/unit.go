@@ -85,7 +85,9 @@ func (l *Layer) acquireUnit(ctx context.Context, u unitRef, decode bool) (*unitB
 		} else {
 			l.unitHits.Add(1)
 		}
+		held := l.cachedN
 		l.mu.Unlock()
+		l.useBudget(held)
 		return ub, nil
 	}
 	call := l.inflight[u.start]
@@ -117,6 +119,7 @@ func waitUnit(ctx context.Context, call *unitCall) (*unitBuf, error) {
 
 func (l *Layer) runDecode(ctx context.Context, u unitRef, call *unitCall) {
 	ub, err := l.decodeUnit(ctx, u) // ub holds one reference: the decode's
+	held := int64(-1) // what the Layer keeps after this unit joined it, if it did
 	l.mu.Lock()
 	delete(l.inflight, u.start)
 	call.ub, call.err = ub, err
@@ -135,12 +138,16 @@ func (l *Layer) runDecode(ctx context.Context, u unitRef, call *unitCall) {
 			if u.start >= l.seqNext && l.x.toc == nil && l.seqNext >= 0 {
 				l.fillAheadLocked(ctx) // a unit decoded ahead: keep going
 			}
+			held = l.cachedN
 		} else {
 			ub.release()
 		}
 	}
 	l.mu.Unlock()
 	close(call.done)
+	if held >= 0 {
+		l.useBudget(held)
+	}
 }
 
 // useDecodedCache reports whether unit u is far enough from its restart point that its
