@@ -119,7 +119,8 @@ func waitUnit(ctx context.Context, call *unitCall) (*unitBuf, error) {
 
 func (l *Layer) runDecode(ctx context.Context, u unitRef, call *unitCall) {
 	ub, err := l.decodeUnit(ctx, u) // ub holds one reference: the decode's
-	held := int64(-1) // what the Layer keeps after this unit joined it, if it did
+	// What the Layer keeps after this unit joined it, if it did.
+	held := int64(-1)
 	l.mu.Lock()
 	delete(l.inflight, u.start)
 	call.ub, call.err = ub, err
