@@ -21,6 +21,8 @@ type Images struct {
 	index  *layers.Indexer
 	budget *layers.Budget // the memory all layers keep between reads
 	log    *slog.Logger
+	// pinnedTOCOnly: a TOC only where annotations pin it (WithPinnedTOCOnly).
+	pinnedTOCOnly bool
 
 	mu      sync.Mutex
 	builds  map[string]*build        // guarded by mu; by manifest digest
@@ -41,15 +43,27 @@ type build struct {
 // of two platforms side by side (diff -r) or a scanner reading a few layers at once.
 const decodedMemory = 64 << 20
 
+// An ImagesOption configures an Images.
+type ImagesOption func(*Images)
+
+// WithPinnedTOCOnly makes Images read a layer from its eStargz or zstd:chunked TOC only
+// when the layer's annotations in its manifest pin that TOC; by default a TOC found at
+// the end of an unannotated layer is used too (see layers.Source.PinnedTOCOnly).
+func WithPinnedTOCOnly() ImagesOption { return func(im *Images) { im.pinnedTOCOnly = true } }
+
 // NewImages returns an Images reading layers through store.
-func NewImages(res *resolver.Client, store *cache.Store, index *layers.Indexer, log *slog.Logger) *Images {
+func NewImages(res *resolver.Client, store *cache.Store, index *layers.Indexer, log *slog.Logger, opts ...ImagesOption) *Images {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Images{
+	im := &Images{
 		res: res, store: store, index: index, budget: layers.NewBudget(decodedMemory), log: log,
 		builds: map[string]*build{}, indexed: map[string]*layers.Layer{},
 	}
+	for _, o := range opts {
+		o(im)
+	}
+	return im
 }
 
 // Rootfs returns the merged file system of manifest, building it on first
@@ -133,14 +147,17 @@ func (im *Images) layer(ctx context.Context, ref resolver.Ref, d resolver.Descri
 		return l, nil
 	}
 	src := im.res.BlobSource(ref, d.Digest, d.Size)
-	// A full index pass streams the blob in the cache's coarse chunks. A
+	// A full index pass streams the blob in the cache's coarse chunks; the
+	// probe of its end for an eStargz or zstd:chunked footer reads the last
+	// of them, which the pass of a plain layer then finds in the cache. A
 	// layer with a pinned TOC is indexed from its footer and TOC alone, read
 	// at the fine grain so that they cost about their own bytes.
 	var passOpts []cache.BlobOption
 	if layers.TOCAnchored(d.Annotations) {
 		passOpts = fineChunks(layers.BlobChunkSize)
 	}
-	x, err := im.index.IndexAnnotated(ctx, cache.NewBlob(im.store, src, d.Digest, d.Size, passOpts...), d.Digest, d.Annotations)
+	x, err := im.index.IndexSource(ctx, layers.Source{Digest: d.Digest, Blob: cache.NewBlob(im.store, src, d.Digest, d.Size, passOpts...),
+		Annotations: d.Annotations, PinnedTOCOnly: im.pinnedTOCOnly})
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,10 @@ type Config struct {
 	AllowOther bool             // let other users read the mount (with default_permissions)
 	// RebaseSymlinks presents absolute symlink targets under their rootfs/.
 	RebaseSymlinks bool
-	Logger         *slog.Logger // causes of EIO and EACCES; nil discards them
+	// PinnedTOCOnly reads a layer from its eStargz or zstd:chunked TOC only where
+	// the layer's annotations pin the TOC (see WithPinnedTOCOnly).
+	PinnedTOCOnly bool
+	Logger        *slog.Logger // causes of EIO and EACCES; nil discards them
 }
 
 // Mounted is a live mount: its FUSE server and its counters.
@@ -47,7 +50,11 @@ func Mount(dir string, c Config) (*Mounted, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	indexer := layers.NewIndexer(c.Store.Digests(cache.KindIndex), log)
-	images := NewImages(c.Resolver, c.Store, indexer, log)
+	var imgOpts []ImagesOption
+	if c.PinnedTOCOnly {
+		imgOpts = append(imgOpts, WithPinnedTOCOnly())
+	}
+	images := NewImages(c.Resolver, c.Store, indexer, log, imgOpts...)
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)

@@ -33,6 +33,7 @@ type mountConfig struct {
 	downTime  time.Duration // how long a registry counts as down; 0: the resolver's default
 	mirrors   []string      // mirrors of registry, tried before it
 	rebase    bool          // --rebase-symlinks
+	pinnedTOC bool          // --pinned-toc-only
 	// transport is the resolver's base transport (nil: its default); if it
 	// has CloseIdleConnections, the unmount calls it.
 	transport http.RoundTripper
@@ -99,7 +100,8 @@ func mountRegfs(t *testing.T, c mountConfig) *mounted {
 		store.Close()
 		t.Fatal(err)
 	}
-	server, err := fs.Mount(dir, fs.Config{Resolver: res, Store: store, TagTTL: c.tagTTL, Logger: log, RebaseSymlinks: c.rebase})
+	server, err := fs.Mount(dir, fs.Config{Resolver: res, Store: store, TagTTL: c.tagTTL, Logger: log, RebaseSymlinks: c.rebase,
+		PinnedTOCOnly: c.pinnedTOC})
 	if err != nil {
 		store.Close()
 		t.Fatal(err)

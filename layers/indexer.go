@@ -37,26 +37,44 @@ func NewIndexer(store IndexStore, log *slog.Logger, opts ...BuildOption) *Indexe
 	return &Indexer{store: store, log: orDiscard(log), opts: opts, calls: make(map[string]*indexCall)}
 }
 
-// Index returns the index of the layer digest whose blob is b: from the store, or by
-// joining or starting a build. The build runs on its own context (ctx's values without
-// its cancellation; stalls are the blob source's to fail): a caller whose ctx ends
-// returns ctx.Err() alone and the build goes on for the others and for the store.
-func (ix *Indexer) Index(ctx context.Context, b BlobReader, digest string) (*Index, error) {
-	return ix.IndexAnnotated(ctx, b, digest, nil)
+// A Source is a layer as an Indexer reads it.
+type Source struct {
+	Digest string     // the layer's digest, "sha256:<hex>"
+	Blob   BlobReader // the layer's blob
+	// Annotations are the layer descriptor's in its manifest: they can pin a TOC.
+	Annotations map[string]string
+	// PinnedTOCOnly uses a TOC only if Annotations pin it: the blob's end is not
+	// probed for a footer, and a layer whose TOC nothing pins is read whole (and
+	// checked against its digest).
+	PinnedTOCOnly bool
 }
 
-// IndexAnnotated is Index for a layer whose manifest descriptor has annotations. A
-// layer whose annotations pin an eStargz or zstd:chunked TOC is indexed from its TOC
-// without reading its body (see BuildTOCIndex); any other layer, or one whose TOC turns
-// out unusable (ErrNoTOC), with a full pass. The annotations of the first caller for a
-// digest are the ones used.
-func (ix *Indexer) IndexAnnotated(ctx context.Context, b BlobReader, digest string, annotations map[string]string) (*Index, error) {
+// Index returns the index of the layer digest whose blob is b, without annotations (see
+// IndexSource).
+func (ix *Indexer) Index(ctx context.Context, b BlobReader, digest string) (*Index, error) {
+	return ix.IndexSource(ctx, Source{Digest: digest, Blob: b})
+}
+
+// IndexSource returns the index of layer s: from the store, or by joining or starting a
+// build. The build runs on its own context (ctx's values without its cancellation;
+// stalls are the blob source's to fail): a caller whose ctx ends returns ctx.Err() alone
+// and the build goes on for the others and for the store. The Source of the first
+// caller for a digest is the one read.
+//
+// An eStargz or zstd:chunked layer is indexed from its TOC without reading its body
+// (see BuildTOCIndex): one whose annotations pin the TOC, or, failing those, one whose
+// blob ends with a footer (one read at its end tells: a plain layer's full pass reads
+// those bytes again, so a blob that keeps what it read, as cache.Blob does, fetches
+// them once). Any other layer, or one whose TOC turns out unusable (ErrNoTOC), is
+// indexed with a full pass.
+func (ix *Indexer) IndexSource(ctx context.Context, s Source) (*Index, error) {
+	digest := s.Digest
 	ix.mu.Lock()
 	call, ok := ix.calls[digest]
 	if !ok {
 		call = &indexCall{done: make(chan struct{})}
 		ix.calls[digest] = call
-		go ix.run(context.WithoutCancel(ctx), b, digest, annotations, call)
+		go ix.run(context.WithoutCancel(ctx), s, call)
 	} else {
 		ix.log.Debug("waiting for a layer index in progress", "digest", digest)
 	}
@@ -69,7 +87,8 @@ func (ix *Indexer) IndexAnnotated(ctx context.Context, b BlobReader, digest stri
 	}
 }
 
-func (ix *Indexer) run(ctx context.Context, b BlobReader, digest string, annotations map[string]string, call *indexCall) {
+func (ix *Indexer) run(ctx context.Context, s Source, call *indexCall) {
+	digest := s.Digest
 	defer func() {
 		ix.mu.Lock()
 		delete(ix.calls, digest)
@@ -80,10 +99,10 @@ func (ix *Indexer) run(ctx context.Context, b BlobReader, digest string, annotat
 		call.x = x
 		return
 	}
-	call.x, call.err = ix.build(ctx, b, digest, annotations) // toc_indexer.go
+	call.x, call.err = ix.build(ctx, s) // toc_indexer.go
 	if call.err != nil {
 		ix.log.Warn("layer index failed", "digest", digest, "err", call.err)
-		purgeBlob(b, digest, ix.log) // blobchunks.go
+		purgeBlob(s.Blob, digest, ix.log) // blobchunks.go
 		return
 	}
 	if ix.store == nil {

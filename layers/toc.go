@@ -113,7 +113,7 @@ type tocLocation struct {
 // The blob as a whole is NOT checked against digest: that would take reading all of
 // it. The trust comes from the annotation (in the manifest, itself pinned by digest)
 // through the TOC digest to each chunk's digest; without an annotation the TOC is
-// taken as it is, which is why an Indexer only uses this path for anchored layers.
+// taken as the registry serves it (an Indexer does so unless Source.PinnedTOCOnly).
 //
 // A layer without a footer, or with data chunks that carry no digest, gives an error
 // wrapping ErrNoTOC; a TOC that does not match its annotation, ErrTOCDigest; a

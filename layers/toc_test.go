@@ -358,48 +358,65 @@ func TestTOCGarbage(t *testing.T) {
 	}
 }
 
-// TestTOCIndexer: an Indexer takes the TOC path only for annotated layers, stores the
-// TOC index like any other, and reloads it without reading the blob.
+// TestTOCIndexer: an Indexer takes the TOC path for a layer whose annotations pin its
+// TOC, and, failing those, for one whose end holds a footer (unless PinnedTOCOnly);
+// it stores the TOC index like any other and reloads it without reading the blob. A
+// plain layer costs one probe of its end more than its pass.
 func TestTOCIndexer(t *testing.T) {
 	tarBytes := makeTar(t, tocFiles(26, 200<<10))
 	blob, ann := buildEStargz(t, tarBytes)
-	d := digestOf(blob)
-	ctx := context.Background()
-
-	mem := &memBlob{b: blob}
-	x, err := NewIndexer(nil, nil).Index(ctx, mem, d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if x.Format != FormatGzip || mem.bytes.Load() < int64(len(blob)) {
-		t.Errorf("no annotations: format %s, read %d of %d bytes; want a full gzip pass", x.Format, mem.bytes.Load(), len(blob))
-	}
-
-	store := indexStore{newMapCache()}
-	mem = &memBlob{b: blob}
-	x, err = NewIndexer(store, nil).IndexAnnotated(ctx, mem, d, ann)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if x.Format != FormatEStargz || mem.bytes.Load() > tocTailSize*2 {
-		t.Errorf("annotated: format %s, read %d bytes; want the TOC path", x.Format, mem.bytes.Load())
-	}
-	mem = &memBlob{b: blob}
-	y, err := NewIndexer(store, nil).IndexAnnotated(ctx, mem, d, ann)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if mem.reads.Load() != 0 || !reflect.DeepEqual(x, y) {
-		t.Errorf("stored TOC index: %d reads, equal %v; want a load", mem.reads.Load(), reflect.DeepEqual(x, y))
-	}
-	checkTOCLayer(t, y, NewLayer(y, mem, nil, nil), tarBytes, time.Second)
-
-	// An annotated layer without a footer is indexed by a full pass.
+	zblob, zann := buildZstdChunked(t, tarBytes)
 	plain := gzipStd(t, tarBytes)
-	mem = &memBlob{b: plain}
-	x, err = NewIndexer(nil, nil).IndexAnnotated(ctx, mem, digestOf(plain), ann)
-	if err != nil || x.Format != FormatGzip {
-		t.Errorf("annotated plain gzip: %v, %v; want a full gzip pass", x, err)
+	ctx := context.Background()
+	tests := []struct {
+		name       string
+		blob       []byte
+		ann        map[string]string
+		pinnedOnly bool
+		want       Format
+	}{
+		{"estargz annotated", blob, ann, false, FormatEStargz},
+		{"estargz footer", blob, nil, false, FormatEStargz},
+		{"estargz pinned only", blob, nil, true, FormatGzip},
+		{"zstd:chunked annotated", zblob, zann, true, FormatZstdChunked},
+		{"zstd:chunked footer", zblob, nil, false, FormatZstdChunked},
+		{"plain gzip annotated", plain, ann, false, FormatGzip}, // no footer: a full pass
+		{"plain gzip", plain, nil, false, FormatGzip},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := digestOf(tt.blob)
+			store := indexStore{newMapCache()}
+			mem := &memBlob{b: tt.blob}
+			src := Source{Digest: d, Blob: mem, Annotations: tt.ann, PinnedTOCOnly: tt.pinnedOnly}
+			x, err := NewIndexer(store, nil).IndexSource(ctx, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if x.Format != tt.want {
+				t.Fatalf("format %s, want %s", x.Format, tt.want)
+			}
+			pass, probe := int64(len(tt.blob)), int64(tocTailSize) // a pass may read 512 bytes twice
+			switch got := mem.bytes.Load(); {
+			case tt.want != FormatGzip && got > 2*probe:
+				t.Errorf("TOC path read %d bytes, want the end only", got)
+			case tt.want == FormatGzip && tt.pinnedOnly && !TOCAnchored(tt.ann) && (got < pass || got > pass+512):
+				t.Errorf("pinned only, no annotation: read %d bytes, want one pass (%d) and no probe of the end", got, pass)
+			case tt.want == FormatGzip && (got < pass || got > pass+512+2*probe):
+				t.Errorf("read %d bytes, want one pass (%d) and one probe of the end", got, pass)
+			}
+			mem = &memBlob{b: tt.blob}
+			y, err := NewIndexer(store, nil).IndexSource(ctx, Source{Digest: d, Blob: mem})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mem.reads.Load() != 0 || !reflect.DeepEqual(x, y) {
+				t.Errorf("stored index: %d reads, equal %v; want a load", mem.reads.Load(), reflect.DeepEqual(x, y))
+			}
+			if tt.want != FormatGzip {
+				checkTOCLayer(t, y, NewLayer(y, mem, nil, nil), tarBytes, time.Second)
+			}
+		})
 	}
 }
 

@@ -30,6 +30,7 @@ type Config struct {
 	Timeout    time.Duration
 	AllowOther bool
 	Rebase     bool
+	PinnedTOC  bool
 	LogLevel   slog.Level
 	Demo       bool
 }
@@ -87,6 +88,10 @@ func mountFlags(c *Config) (*pflag.FlagSet, *string, *string) {
 		"e.g. --rebase-symlinks, then file -L /mnt/reg/alpine/latest/linux/arm64/v8/rootfs/bin/sh\n"+
 			"show absolute symlink targets under their own rootfs/, so that plain tools (cat, file,\n"+
 			"diff -r) read the image's file, not the host's")
+	f.BoolVar(&c.PinnedTOC, "pinned-toc-only", false,
+		"e.g. --pinned-toc-only when every byte served must trace back to a digest\n"+
+			"read an eStargz or zstd:chunked layer lazily only when its manifest annotations pin its\n"+
+			"TOC; other layers are read whole and checked against their digest")
 	level := f.String("log-level", "info",
 		"e.g. --log-level debug to see mirror fallbacks and rate-limit waits\n"+
 			"log at `LEVEL` on stderr: debug, info, warn or error")

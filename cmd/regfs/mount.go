@@ -83,7 +83,7 @@ func cmdMount(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	server, err := fs.Mount(c.Mountpoint, fs.Config{
 		Resolver: res, Store: store, TagTTL: c.TagTTL, AllowOther: c.AllowOther, Logger: log,
-		RebaseSymlinks: c.Rebase,
+		RebaseSymlinks: c.Rebase, PinnedTOCOnly: c.PinnedTOC,
 	})
 	if err != nil {
 		return err
