@@ -49,3 +49,16 @@ func errno(log *slog.Logger, err error, msg string, attrs ...any) syscall.Errno 
 	}
 	return e
 }
+
+// contentErrno is errno for the content of a name that exists: a platform's rootfs/,
+// a file in it, a document file. There a manifest or blob the registry answers 404 for
+// is an I/O error, not ENOENT, which would make a listed directory look empty (ls
+// takes ENOENT from readdir for a directory removed meanwhile) and a listed file look
+// absent.
+func contentErrno(log *slog.Logger, err error, msg string, attrs ...any) syscall.Errno {
+	if errors.Is(err, resolver.ErrNotFound) && !errors.Is(err, context.Canceled) {
+		log.Warn(msg, append(attrs, "err", err, "errno", syscall.EIO.Error())...)
+		return syscall.EIO
+	}
+	return errno(log, err, msg, attrs...)
+}

@@ -85,6 +85,35 @@ func TestErrno(t *testing.T) {
 	}
 }
 
+// TestContentErrno: for the content of a listed name, what the registry no longer has
+// is EIO (logged), not ENOENT; everything else maps as errno maps it.
+func TestContentErrno(t *testing.T) {
+	tests := []struct {
+		name    string
+		err     error
+		want    syscall.Errno
+		wantLog bool
+	}{
+		{"not found", resolver.ErrNotFound, syscall.EIO, true},
+		{"wrapped not found", fmt.Errorf("layer 1 (sha256:ab) of demo/hello: %w", resolver.ErrNotFound), syscall.EIO, true},
+		{"canceled joined with not found", errors.Join(resolver.ErrNotFound, context.Canceled), syscall.EINTR, false},
+		{"denied", resolver.ErrDenied, syscall.EACCES, true},
+		{"tree ENOENT", syscall.ENOENT, syscall.ENOENT, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			log := slog.New(slog.NewJSONHandler(&buf, nil))
+			if got := contentErrno(log, tt.err, "rootfs unavailable"); got != tt.want {
+				t.Errorf("contentErrno(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+			if recs := errnoRecords(t, &buf); (len(recs) == 1) != tt.wantLog || len(recs) > 1 {
+				t.Errorf("contentErrno(%v) logged %d records, want a record: %v", tt.err, len(recs), tt.wantLog)
+			}
+		})
+	}
+}
+
 // errnoRecords decodes the JSON log lines in buf.
 func errnoRecords(t *testing.T, buf *bytes.Buffer) []map[string]any {
 	t.Helper()

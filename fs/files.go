@@ -61,7 +61,7 @@ func (f *docFile) bytes(ctx context.Context) ([]byte, syscall.Errno) {
 	}
 	b, err := f.load(ctx)
 	if err != nil {
-		return nil, errno(f.m.log, err, "document failed", "ino", f.StableAttr().Ino)
+		return nil, contentErrno(f.m.log, err, "document failed", "ino", f.StableAttr().Ino)
 	}
 	f.data = b
 	return b, 0

@@ -57,7 +57,7 @@ func (r *rootfsRef) get(ctx context.Context) (Rootfs, syscall.Errno) {
 	}
 	fs, err := r.m.rootfs.Rootfs(ctx, r.ref, r.manifest)
 	if err != nil {
-		return nil, errno(r.m.log, err, "rootfs unavailable",
+		return nil, contentErrno(r.m.log, err, "rootfs unavailable",
 			"image", r.ref.String(), "platform", r.platform, "manifest", r.manifest.Digest)
 	}
 	r.built.Store(&fs)
@@ -247,7 +247,7 @@ func (n *treeNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off
 	}
 	data, release, err := readFile(ctx, fs, t, dest, off)
 	if err != nil {
-		return nil, errno(n.r.m.log, err, "read failed", "image", n.r.ref.String(),
+		return nil, contentErrno(n.r.m.log, err, "read failed", "image", n.r.ref.String(),
 			"platform", n.r.platform, "manifest", n.r.manifest.Digest, "path", n.Path(nil), "off", off)
 	}
 	k := len(data)

@@ -106,7 +106,7 @@ func (b *badRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.mu.Unlock()
 	switch {
 	case status != 0:
-		code := map[int]string{401: "UNAUTHORIZED", 403: "DENIED"}[status]
+		code := map[int]string{401: "UNAUTHORIZED", 403: "DENIED", 404: "BLOB_UNKNOWN"}[status]
 		if code == "" {
 			code = "UNKNOWN"
 		}
@@ -416,6 +416,8 @@ func TestBadInputCorruptLayers(t *testing.T) {
 		serve func(blob []byte) []byte
 		// size returns the descriptor size of the blob (nil: its length).
 		size func(blob []byte) int64
+		// status, if not 0, is the registry's answer to every request of the blob.
+		status int
 	}{
 		{name: "bitflip-gzip", comp: fixture.Gzip,
 			serve: func(b []byte) []byte { return flipBits(b, len(b)*3/10, len(b)*6/10, len(b)*9/10) }},
@@ -447,6 +449,9 @@ func TestBadInputCorruptLayers(t *testing.T) {
 			size: func(b []byte) int64 { return int64(len(b)) - 10 }},
 		{name: "size-smaller-tar", comp: fixture.Uncompressed, // a tar without its end blocks parses
 			size: func(b []byte) int64 { return int64(len(b)) - 1024 }},
+		// A blob the registry no longer has: the platform is listed, so its
+		// rootfs answers EIO, not ENOENT (ls would show it empty).
+		{name: "missing-blob", comp: fixture.Gzip, status: http.StatusNotFound},
 	}
 
 	amd := badImage(t, "linux/amd64", base, badTop(t, fixture.Gzip, "amd64", 2, 64<<10))
@@ -466,6 +471,9 @@ func TestBadInputCorruptLayers(t *testing.T) {
 		blob, digest := badBlob(t, top)
 		if tt.serve != nil {
 			srv.serveBlob(digest, tt.serve(blob))
+		}
+		if tt.status != 0 {
+			srv.failBlob(digest, tt.status)
 		}
 		if tt.size != nil {
 			badPutIndex(t, srv.direct, repo, badTag, badDescriptor(t, amd),
