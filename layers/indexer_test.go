@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -100,5 +101,57 @@ func TestIndexerErrorsAndBadStore(t *testing.T) {
 	}
 	if _, err := store.Get(bad); err == nil {
 		t.Error("failed index stored")
+	}
+}
+
+// passGateBlob holds the reads of a full pass (those from offset 0) until gate is
+// closed, counting the passes that got there in started; reads of the blob's end (the
+// probe for a TOC footer) go through.
+type passGateBlob struct {
+	*memBlob
+	gate    chan struct{}
+	started *atomic.Int64
+	once    sync.Once
+}
+
+func (g *passGateBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off == 0 {
+		g.once.Do(func() { g.started.Add(1) })
+		<-g.gate
+	}
+	return g.memBlob.ReadAt(ctx, p, off)
+}
+
+// TestIndexerBoundsPasses asks for the indexes of many layers at once (an image's
+// layers): at most maxPasses full passes run at the same time, and every index is
+// built.
+func TestIndexerBoundsPasses(t *testing.T) {
+	const layers = 3 * maxPasses
+	ix := NewIndexer(nil, nil)
+	gate := make(chan struct{})
+	var started atomic.Int64
+	var wg sync.WaitGroup
+	for i := range layers {
+		gz := gzipStd(t, makeTar(t, testFiles(uint64(40+i), 100<<10)))
+		b := &passGateBlob{memBlob: &memBlob{b: gz}, gate: gate, started: &started}
+		wg.Go(func() {
+			x, err := ix.Index(t.Context(), b, digestOf(gz))
+			if err != nil || x.Format != FormatGzip {
+				t.Errorf("layer %d: %v, %v", i, x, err)
+			}
+		})
+	}
+	// Wait until the passes that can start have, and a while more for any other.
+	for end := time.Now().Add(10 * time.Second); started.Load() < maxPasses && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := started.Load(); n != maxPasses {
+		t.Errorf("%d passes started at once, want %d", n, maxPasses)
+	}
+	close(gate)
+	wg.Wait()
+	if n := started.Load(); n != layers {
+		t.Errorf("%d passes in all, want %d", n, layers)
 	}
 }

@@ -10,7 +10,7 @@ import (
 func (ix *Indexer) build(ctx context.Context, s Source) (*Index, error) {
 	anchored := TOCAnchored(s.Annotations)
 	if !anchored && s.PinnedTOCOnly {
-		return BuildIndex(ctx, s.Blob, s.Digest, ix.log, ix.opts...)
+		return ix.fullPass(ctx, s)
 	}
 	x, err := BuildTOCIndex(ctx, s.Blob, s.Digest, s.Annotations, ix.log)
 	switch {
@@ -32,5 +32,5 @@ func (ix *Indexer) build(ctx context.Context, s Source) (*Index, error) {
 		// reads every byte and checks the digest, and tells.
 		ix.log.Debug("layer's end is no usable TOC; indexing it whole", "digest", s.Digest, "err", err)
 	}
-	return BuildIndex(ctx, s.Blob, s.Digest, ix.log, ix.opts...)
+	return ix.fullPass(ctx, s)
 }
