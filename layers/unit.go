@@ -263,8 +263,11 @@ func (l *Layer) startLocked(ctx context.Context, u unitRef) *unitCall {
 
 const (
 	// aheadWindow is how far past a reader moving forward a Layer keeps units decoded
-	// (or being decoded), so that the walk rarely waits for a decode.
-	aheadWindow = 4 << 20
+	// (or being decoded), so that the walk rarely waits for a decode: 8 MiB, half of
+	// the default memory (see fillAheadLocked), rides out runs of small files, during
+	// which a walk reads slowly, better than 4 MiB (tar 0.926 -> 0.902 s on the bench
+	// rootfs, find+cat the same, medians of 6).
+	aheadWindow = 8 << 20
 	// aheadParallel is how many of those decode at once. Units that start at their own
 	// restart point (gzip spans, zstd frames) can decode in parallel, each from its
 	// restart point; the others (pieces of a long span, chunks of one zstd frame) one
