@@ -213,6 +213,7 @@ var groups = []group{
 	{"diff", benchDiff, diffMethod},
 	{"throughput", benchThroughput, throughputMethod},
 	{"estargz", benchEStargz, estargzMethod},
+	{"memory", benchMemory, memoryMethod},
 	{"bound", benchBound, boundMethod},
 }
 
