@@ -43,12 +43,8 @@ func benchBound(ctx context.Context, b *bench) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	idx, err := fixture.Index(fixture.OCI, img)
-	if err != nil {
-		return nil, err
-	}
 	repo, tag := "bench/random", "1g"
-	if err := (fixture.Set{{Repo: repo, Tags: []string{tag}, Object: idx}}).Push(ctx, b.e.direct); err != nil {
+	if err := b.e.pushIndex(ctx, repo, tag, img); err != nil {
 		return nil, err
 	}
 	b.log.Info("bound image pushed", "layer", layer.digest, "size", layer.size, "took", time.Since(start).Round(time.Millisecond))

@@ -74,11 +74,7 @@ func buildDiffImage(ctx context.Context, b *bench) (*diffImage, error) {
 		d.distinct += size + int64(len(cfg))
 		imgs = append(imgs, im)
 	}
-	idx, err := fixture.Index(fixture.OCI, imgs...)
-	if err != nil {
-		return nil, err
-	}
-	if err := (fixture.Set{{Repo: d.repo, Tags: []string{d.tag}, Object: idx}}).Push(ctx, b.e.direct); err != nil {
+	if err := b.e.pushIndex(ctx, d.repo, d.tag, imgs...); err != nil {
 		return nil, err
 	}
 	d.wantLines = []string{

@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/regfs/regfs/internal/fixture"
 	"github.com/regfs/regfs/internal/testenv"
 )
 
@@ -99,6 +102,16 @@ type regfsProc struct {
 	stats   string        // GNU time's report
 	started time.Time
 	ready   time.Duration // from exec to the mount appearing
+}
+
+// pushIndex pushes an OCI index of imgs as repo:tag to the registry directly (not
+// through the counting proxy).
+func (e *env) pushIndex(ctx context.Context, repo, tag string, imgs ...v1.Image) error {
+	idx, err := fixture.Index(fixture.OCI, imgs...)
+	if err != nil {
+		return err
+	}
+	return (fixture.Set{{Repo: repo, Tags: []string{tag}, Object: idx}}).Push(ctx, e.direct)
 }
 
 // mount starts regfs on a new mount point with cacheDir and waits until the

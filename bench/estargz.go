@@ -50,12 +50,8 @@ func benchEStargz(ctx context.Context, b *bench) ([]row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("estargz image: %w", err)
 	}
-	idx, err := fixture.Index(fixture.OCI, img)
-	if err != nil {
-		return nil, err
-	}
 	repo, tag := "bench/debian-estargz", "bookworm"
-	if err := (fixture.Set{{Repo: repo, Tags: []string{tag}, Object: idx}}).Push(ctx, b.e.direct); err != nil {
+	if err := b.e.pushIndex(ctx, repo, tag, img); err != nil {
 		return nil, err
 	}
 	b.log.Info("estargz image pushed", "layer", layer.digest, "size", layer.size, "toc", toc, "file", file,

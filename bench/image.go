@@ -134,12 +134,7 @@ func buildImage(ctx context.Context, o options, e *env, log *slog.Logger) (*imag
 	if err != nil {
 		return nil, err
 	}
-	idx, err := fixture.Index(fixture.OCI, amd, arm)
-	if err != nil {
-		return nil, err
-	}
-	set := fixture.Set{{Repo: img.repo, Tags: []string{img.tag}, Object: idx}}
-	if err := set.Push(ctx, e.direct); err != nil {
+	if err := e.pushIndex(ctx, img.repo, img.tag, amd, arm); err != nil {
 		return nil, err
 	}
 	return img, nil

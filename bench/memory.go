@@ -130,11 +130,7 @@ func memoryImage(ctx context.Context, b *bench, repo string, layers, files int, 
 	if err != nil {
 		return "", err
 	}
-	idx, err := fixture.Index(fixture.OCI, img)
-	if err != nil {
-		return "", err
-	}
-	return repo, (fixture.Set{{Repo: repo, Tags: []string{"1"}, Object: idx}}).Push(ctx, b.e.direct)
+	return repo, b.e.pushIndex(ctx, repo, "1", img)
 }
 
 // readTree reads every regular file under root and returns the bytes read.
