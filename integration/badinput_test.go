@@ -182,20 +182,11 @@ func badMount(t *testing.T, c mountConfig) (*mounted, *syncBuffer) {
 // badBlob returns a layer's compressed bytes and digest.
 func badBlob(t *testing.T, l v1.Layer) ([]byte, string) {
 	t.Helper()
-	rc, err := l.Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	d, err := l.Digest()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b, d.String()
+	return layerBlob(t, l), d.String()
 }
 
 // badLayer builds a layer or fails the test.

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/regfs/regfs/cache"
 	"github.com/regfs/regfs/fs"
 	"github.com/regfs/regfs/internal/testenv"
@@ -200,4 +202,19 @@ func readFile(t *testing.T, path string) string {
 		t.Fatalf("read: %v", err)
 	}
 	return string(b)
+}
+
+// layerBlob returns a layer's compressed bytes.
+func layerBlob(t *testing.T, l v1.Layer) []byte {
+	t.Helper()
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

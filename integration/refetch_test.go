@@ -58,7 +58,7 @@ func TestRefetchGzipAfterEviction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blob := refetchBlob(t, layer)
+	blob := layerBlob(t, layer)
 	maxSpan := refetchMaxSpan(t, blob)
 	t.Logf("gzip layer: %d bytes for %d of text, largest span %d compressed bytes", len(blob), refetchFiles*refetchFileSize, maxSpan)
 	srv := refetchPush(t, layer, nil)
@@ -291,21 +291,6 @@ func refetchEvicted(t *testing.T, m *mounted, l v1.Layer, blob []byte) (file int
 	}
 	t.Fatal("no span of the layer lies in evicted chunks")
 	return 0, 0
-}
-
-// refetchBlob returns a layer's compressed bytes.
-func refetchBlob(t *testing.T, l v1.Layer) []byte {
-	t.Helper()
-	rc, err := l.Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // refetchMaxSpan returns the largest compressed span of a gzip blob: the bytes between
