@@ -402,17 +402,7 @@ func TestAuthAndExpiredToken(t *testing.T) {
 	if ch := resp.Header.Get("WWW-Authenticate"); !strings.Contains(ch, `realm="http://`+p.Host()+`/token"`) {
 		t.Errorf("challenge %q", ch)
 	}
-	token := func() string {
-		t.Helper()
-		resp, body, err := get(t, p, http.MethodGet, "/token?scope=repository:r:pull", "", "")
-		mustStatus(t, resp, err, http.StatusOK)
-		var tok struct{ Token string }
-		if err := json.Unmarshal(body, &tok); err != nil {
-			t.Fatal(err)
-		}
-		return tok.Token
-	}
-	tok := token()
+	tok := pullToken(t, p)
 	resp, _, err = get(t, p, http.MethodGet, "/v2/", "", tok)
 	mustStatus(t, resp, err, http.StatusOK)
 
@@ -421,7 +411,7 @@ func TestAuthAndExpiredToken(t *testing.T) {
 	mustStatus(t, resp, err, http.StatusUnauthorized)
 	resp, _, err = get(t, p, http.MethodGet, "/v2/", "", tok)
 	mustStatus(t, resp, err, http.StatusUnauthorized) // the old token expired everywhere
-	resp, body, err := get(t, p, http.MethodGet, "/v2/r/blobs/"+tg.digest, "", token())
+	resp, body, err := get(t, p, http.MethodGet, "/v2/r/blobs/"+tg.digest, "", pullToken(t, p))
 	mustStatus(t, resp, err, http.StatusOK)
 	mustBytes(t, body, tg.blob)
 	if c := p.Counters(); c.Tokens != 2 || c.Rejected != 3 || c.Faults["expire-token"] != 1 {
@@ -590,16 +580,6 @@ func TestExpireTokenAge(t *testing.T) {
 	tg := newTarget(t)
 	p := Start(t, Options{Upstream: tg.srv.Host(), Auth: true})
 	blobPath := "/v2/r/blobs/" + tg.digest
-	token := func() string {
-		t.Helper()
-		resp, body, err := get(t, p, http.MethodGet, "/token?scope=repository:r:pull", "", "")
-		mustStatus(t, resp, err, http.StatusOK)
-		var tok struct{ Token string }
-		if err := json.Unmarshal(body, &tok); err != nil {
-			t.Fatal(err)
-		}
-		return tok.Token
-	}
 	status := func(tok string) int {
 		t.Helper()
 		resp, _, err := get(t, p, http.MethodHead, blobPath, "", tok)
@@ -608,7 +588,7 @@ func TestExpireTokenAge(t *testing.T) {
 		}
 		return resp.StatusCode
 	}
-	old, young := token(), token()
+	old, young := pullToken(t, p), pullToken(t, p)
 
 	// Expiring the older token leaves the one issued after it valid.
 	p.SetRules(Rule{Kind: testenv.KindBlob, Count: 1, Fault: ExpireToken()})
@@ -624,7 +604,7 @@ func TestExpireTokenAge(t *testing.T) {
 	const age = 300 * time.Millisecond
 	p.ResetCounters()
 	p.SetRules(Rule{Kind: testenv.KindBlob, Fault: ExpireTokenOlderThan(age)})
-	fresh := token()
+	fresh := pullToken(t, p)
 	if s := status(fresh); s != http.StatusOK {
 		t.Errorf("fresh token: %d, want 200", s)
 	}
@@ -638,4 +618,16 @@ func TestExpireTokenAge(t *testing.T) {
 	if c := p.Counters(); c.Faults["expire-token(older than 300ms)"] != 1 {
 		t.Errorf("faults %v, want one expire-token(older than 300ms)", c.Faults)
 	}
+}
+
+// pullToken gets a pull token for repository r from p's token endpoint.
+func pullToken(t *testing.T, p *Proxy) string {
+	t.Helper()
+	resp, body, err := get(t, p, http.MethodGet, "/token?scope=repository:r:pull", "", "")
+	mustStatus(t, resp, err, http.StatusOK)
+	var tok struct{ Token string }
+	if err := json.Unmarshal(body, &tok); err != nil {
+		t.Fatal(err)
+	}
+	return tok.Token
 }
